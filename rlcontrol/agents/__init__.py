@@ -1,0 +1,20 @@
+"""Agents. `make_agent(config, env_spec)` builds the one the config names."""
+
+from __future__ import annotations
+
+from rlcontrol.agents.learner import DeterministicPolicyAgent
+
+ALGORITHMS = ("ddpg", "td3")
+
+
+def make_agent(config, env_spec) -> DeterministicPolicyAgent:
+    """Build the agent for `config.algo` on an environment with `env_spec`."""
+    if config.algo in ("ddpg", "td3"):
+        return DeterministicPolicyAgent(
+            config.algo, config.agent, env_spec.observation, env_spec.action_dim,
+            seed=config.seed, device=config.train.device, prioritized=config.replay.prioritized,
+        )
+    raise ValueError(f"unknown algo {config.algo!r}")
+
+
+__all__ = ["ALGORITHMS", "DeterministicPolicyAgent", "make_agent"]

@@ -1,0 +1,1 @@
+"""DDPG (Lillicrap et al. 2016)."""

@@ -1,0 +1,198 @@
+"""The DDPG-family agent: networks, optimizers and the update schedule.
+
+The losses are pure functions in `ddpg/losses.py` and `td3/losses.py`; this module only
+wires them to networks and applies the schedule:
+
+    every update:           critic step on L(phi) with the algorithm's target
+    every `policy_delay`:   actor step on -Q_1(s, mu(s)), then Polyak targets
+                            theta' <- tau theta + (1 - tau) theta'   (both actor and critic)
+
+DDPG is policy_delay=1, one critic, the plain target; TD3 is policy_delay=2, two
+critics, the smoothed clipped-double-Q target. D4PG (a later issue) plugs in its own
+distributional critic loss here.
+
+Speed (the target is >= 2x Stable-Baselines3 TD3 on a 2-core CPU): both critics are one
+batched matmul per layer (EnsembleCritic), Adam runs fused, the target update is one
+`_foreach_lerp_`, the actor step asks autograd for actor gradients only, and metrics stay
+tensors so nothing forces a host sync per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlcontrol.agents.ddpg import losses as ddpg_losses
+from rlcontrol.agents.td3 import losses as td3_losses
+from rlcontrol.config import DDPGConfig, TD3Config
+from rlcontrol.exploration import GaussianNoise, OrnsteinUhlenbeckNoise
+from rlcontrol.networks import DeterministicActor, EnsembleCritic
+from rlcontrol.normalization import RunningNormalizer
+
+
+def flat_obs_dim(obs_spec) -> int:
+    """Size of the flat vector the networks see: a shape, an ArraySpec, or a dict of them."""
+    if isinstance(obs_spec, Mapping):
+        return sum(flat_obs_dim(s) for s in obs_spec.values())
+    shape = getattr(obs_spec, "shape", obs_spec)
+    return int(np.prod(shape)) if len(shape) else 1
+
+
+def flatten_obs(obs, batch_dims: int) -> torch.Tensor:
+    """Concatenate a dict of observation tensors (in spec order) into one float32 vector.
+
+    A flat network sees dict observations as one vector; split networks (a later issue)
+    consume the dict directly.
+    """
+    if isinstance(obs, Mapping):
+        parts = [torch.as_tensor(v).reshape(*torch.as_tensor(v).shape[:batch_dims], -1) for v in obs.values()]
+        return torch.cat(parts, dim=-1).float()
+    return torch.as_tensor(obs).float()
+
+
+class DeterministicPolicyAgent:
+    """DDPG or TD3, depending on `algo` and its config."""
+
+    def __init__(self, algo: str, cfg: DDPGConfig, obs_spec, action_dim: int, *, seed: int = 0,
+                 device: str = "cpu", prioritized: bool = False):
+        self.algo, self.cfg, self.device = algo, cfg, torch.device(device)
+        self.obs_spec = obs_spec
+        self.action_dim = action_dim
+        self.prioritized = prioritized
+        obs_dim = flat_obs_dim(obs_spec)
+        torch.manual_seed(seed)  # network initialisation is part of the run's seed
+        self.normalizer = RunningNormalizer(obs_dim, clip=cfg.obs_norm_clip, enabled=cfg.obs_norm).to(self.device)
+        self.actor = DeterministicActor(obs_dim, action_dim, cfg.actor_hidden).to(self.device)
+        self.critic = EnsembleCritic(obs_dim, action_dim, cfg.critic_hidden, ensemble_size=cfg.n_critics).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        fused = dict(fused=True) if self.device.type in ("cpu", "cuda") else {}
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, **fused)
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._online = self._actor_params + self._critic_params
+        self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.num_updates = 0
+        self._target_fn = self._make_target_fn()
+        self.noise_rng = np.random.default_rng(seed + 2)
+        self.noise = self._make_noise()
+
+    # ------------------------------------------------------------------ construction
+
+    def _make_target_fn(self):
+        if self.algo == "td3":
+            assert isinstance(self.cfg, TD3Config)
+            return functools.partial(td3_losses.critic_target, noise_std=self.cfg.target_noise,
+                                     noise_clip=self.cfg.target_noise_clip, generator=self.generator)
+        return ddpg_losses.critic_target
+
+    def _make_noise(self):
+        c = self.cfg
+        if c.exploration == "ou":
+            return OrnsteinUhlenbeckNoise(self.action_dim, c.exploration_sigma, self.noise_rng, theta=c.ou_theta, dt=c.ou_dt)
+        return GaussianNoise(self.action_dim, c.exploration_sigma, self.noise_rng)
+
+    # ------------------------------------------------------------------ acting
+
+    def observe(self, obs) -> None:
+        """Feed one raw observation to the running normalizer (no-op unless obs_norm)."""
+        if self.normalizer.enabled:
+            self.normalizer.update(flatten_obs(obs, 0).to(self.device))
+
+    @torch.no_grad()
+    def act(self, obs, explore: bool = False) -> np.ndarray:
+        """One observation -> normalized action in [-1, 1]^A (numpy float32)."""
+        x = flatten_obs(obs, 0).to(self.device).unsqueeze(0)
+        action = self.actor(self.normalizer(x))[0].cpu().numpy()
+        if explore:
+            action = np.clip(action + self.noise(), -1.0, 1.0)
+        return action.astype(np.float32, copy=False)
+
+    def reset_noise(self) -> None:
+        """Call at every episode start (OU noise restarts from its mean)."""
+        self.noise.reset()
+
+    def policy(self) -> nn.Module:
+        """The deterministic policy raw obs -> normalized action, as one module (for export)."""
+        return nn.Sequential(copy.deepcopy(self.normalizer), copy.deepcopy(self.actor)).eval()
+
+    # ------------------------------------------------------------------ learning
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        """One gradient update from a replay Batch. Returns detached metric tensors
+        (and 'td_abs' (B,) for prioritized replay)."""
+        c = self.cfg
+        obs = self.normalizer(flatten_obs(batch.obs, 1))
+        next_obs = self.normalizer(flatten_obs(batch.next_obs, 1))
+        with torch.no_grad():
+            target = self._target_fn(batch.reward, batch.discount, next_obs, self.actor_target, self.critic_target)
+        q = self.critic(obs, batch.action)[..., 0]
+        weights = batch.weights if self.prioritized else None
+        loss, td = ddpg_losses.critic_loss(q, target, weights, huber=c.huber)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip_norm, foreach=True)
+        self.critic_opt.step()
+        self.num_updates += 1
+        metrics = {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
+        if self.prioritized:
+            metrics["td_abs"] = td.abs().mean(dim=0)
+        if self.num_updates % c.policy_delay == 0:
+            a_loss = ddpg_losses.actor_loss(self.actor, self.critic, obs)
+            # Gradients w.r.t. the actor only: the critic's weights get none (and cost nothing).
+            grads = torch.autograd.grad(a_loss, self._actor_params)
+            for p, g in zip(self._actor_params, grads):
+                p.grad = g
+            if c.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(self._actor_params, c.grad_clip_norm, foreach=True)
+            self.actor_opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(self._targets, self._online, c.tau)
+            metrics["actor_loss"] = a_loss.detach()
+        return metrics
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training bit-for-bit; loads with weights_only=True."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "num_updates": torch.tensor(self.num_updates),
+            "generator": self.generator.get_state(),
+            "noise_x": torch.as_tensor(getattr(self.noise, "x", np.zeros(0))),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_target.load_state_dict(state["actor_target"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.num_updates = int(state["num_updates"])
+        self.generator.set_state(state["generator"])
+        if hasattr(self.noise, "x"):
+            self.noise.x[:] = state["noise_x"].numpy()
+
+    def policy_state_dict(self) -> dict:
+        """Just what acting needs (normalizer + actor): the file eval and export read."""
+        return {"normalizer": self.normalizer.state_dict(), "actor": self.actor.state_dict()}
+
+    def load_policy_state_dict(self, state: dict) -> None:
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.actor.load_state_dict(state["actor"])

@@ -1,0 +1,31 @@
+"""TD3's target (seed 003, "TD3"); the critic and actor losses are DDPG's.
+
+    a~' = clip(mu_theta'(s') + clip(xi, -c, c), -1, 1),  xi ~ N(0, sigma^2)   (target policy smoothing)
+    t   = r + gamma * min_i Q_phi_i'(s', a~')                                   (clipped double Q)
+
+Both critics regress onto the same t; the actor follows Q_phi_1 and is updated every d
+critic updates together with the targets (the schedule lives in agents/learner.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def smoothed_target_action(target_actor: nn.Module, next_obs: torch.Tensor, noise_std: float,
+                           noise_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """clip(mu'(s') + clip(N(0, std), -c, c), -1, 1): (B, obs_dim) -> (B, action_dim)."""
+    action = target_actor(next_obs)
+    noise = torch.randn(action.shape, generator=generator, dtype=action.dtype, device=action.device)
+    noise = (noise * noise_std).clamp_(-noise_clip, noise_clip)
+    return (action + noise).clamp_(-1.0, 1.0)
+
+
+def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor,
+                  target_actor: nn.Module, target_critic: nn.Module, *, noise_std: float,
+                  noise_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """t = r + discount * min_i Q_i'(s', a~'). reward, discount (B,), next_obs (B, obs_dim) -> (B,)."""
+    next_action = smoothed_target_action(target_actor, next_obs, noise_std, noise_clip, generator)
+    next_q = target_critic(next_obs, next_action)[..., 0].amin(dim=0)
+    return reward + discount * next_q

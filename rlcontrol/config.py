@@ -1,0 +1,317 @@
+"""Typed, validated run configuration.
+
+A run is described by one YAML file (`configs/<algo>_<task>.yaml`) plus `--set key=value`
+overrides. Every field below has a type, a default and, where it matters, a range; a
+config that does not validate raises `ConfigError` with one line that names the field
+(and, for unknown keys, the nearest valid one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlcontrol.errors import ConfigError
+
+
+def _f(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
+       choices: tuple | None = None, min_exclusive: bool = False, factory=None):
+    """A dataclass field with a docstring and validation bounds in its metadata."""
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class EnvConfig:
+    id: str = _f("dmc:cheetah-run", "environment id: dmc:DOMAIN-TASK, gym:ID, or a registered project task")
+    action_repeat: int = _f(1, "repeat each action this many simulator control steps", min=1)
+    obs_format: str = _f("flat", "observations as one flat vector or a dict of named arrays", choices=("flat", "dict"))
+    pixels: bool = _f(False, "observe rendered camera images instead of state")
+    pixel_size: int = _f(84, "rendered image height and width in pixels", min=16, max=512)
+    max_episode_steps: int | None = _f(None, "truncate episodes after this many agent steps (None: the task's own limit)", min=1)
+
+
+@dataclass
+class DDPGConfig:
+    """DDPG (Lillicrap et al. 2016): deterministic actor, one critic, soft target updates."""
+
+    actor_hidden: list[int] = _f(None, "actor MLP hidden widths", factory=lambda: [256, 256])
+    critic_hidden: list[int] = _f(None, "critic MLP hidden widths", factory=lambda: [256, 256])
+    actor_lr: float = _f(3e-4, "actor Adam learning rate", min=0.0, min_exclusive=True)
+    critic_lr: float = _f(3e-4, "critic Adam learning rate", min=0.0, min_exclusive=True)
+    gamma: float = _f(0.99, "discount factor", min=0.0, max=1.0)
+    tau: float = _f(0.005, "Polyak rate of the target networks: theta' <- tau*theta + (1-tau)*theta'", min=0.0, max=1.0, min_exclusive=True)
+    batch_size: int = _f(256, "minibatch size", min=1)
+    exploration: str = _f("gaussian", "behaviour noise added to mu(s)", choices=("gaussian", "ou"))
+    exploration_sigma: float = _f(0.1, "std of the behaviour noise, in normalized action units", min=0.0)
+    ou_theta: float = _f(0.15, "Ornstein-Uhlenbeck mean-reversion rate (exploration: ou)", min=0.0)
+    ou_dt: float = _f(1e-2, "Ornstein-Uhlenbeck time step", min=0.0, min_exclusive=True)
+    huber: bool = _f(False, "Huber instead of squared TD error in the critic loss")
+    grad_clip_norm: float | None = _f(None, "clip each network's gradient norm to this value (None: no clipping)", min=0.0, min_exclusive=True)
+    obs_norm: bool = _f(False, "normalize observations with running mean/std (stored with the agent, baked into exports)")
+    obs_norm_clip: float = _f(10.0, "clip normalized observations to +-this", min=0.0, min_exclusive=True)
+    policy_delay: int = _f(1, "update the actor and targets every d critic updates", min=1)
+    n_critics: int = _f(1, "number of critics in the ensemble", min=1, max=1)
+
+
+@dataclass
+class TD3Config(DDPGConfig):
+    """TD3 (Fujimoto et al. 2018): DDPG + twin critics, delayed actor updates, target policy smoothing."""
+
+    policy_delay: int = _f(2, "update the actor and targets every d critic updates", min=1)
+    n_critics: int = _f(2, "critics whose minimum forms the target (clipped double Q)", min=2)
+    target_noise: float = _f(0.2, "std of the target policy smoothing noise", min=0.0)
+    target_noise_clip: float = _f(0.5, "clip of the target policy smoothing noise", min=0.0)
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = _f(1_000_000, "transitions kept", min=1)
+    n_step: int = _f(1, "n-step returns (stop at episode ends; bootstrap through truncation only)", min=1)
+    prioritized: bool = _f(False, "prioritized replay (Schaul et al. 2016)")
+    alpha: float = _f(0.6, "priority exponent", min=0.0, max=1.0)
+    beta0: float = _f(0.4, "initial importance-sampling exponent, annealed to 1", min=0.0, max=1.0)
+    beta_steps: int | None = _f(None, "updates over which beta anneals to 1 (None: the whole run)", min=1)
+    eps: float = _f(1e-6, "added to |TD error| so no transition has zero priority", min=0.0, min_exclusive=True)
+
+
+@dataclass
+class TrainConfig:
+    total_env_steps: int = _f(100_000, "environment steps to train for (agent steps x action_repeat)", min=1)
+    learning_starts: int = _f(5_000, "environment steps of uniform random actions before learning", min=0)
+    updates_per_step: int = _f(1, "gradient updates per agent step", min=1)
+    eval_every: int = _f(10_000, "environment steps between evaluations (0: only at the end)", min=0)
+    eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    checkpoint_every: int = _f(10_000, "environment steps between checkpoints; written at the next episode end", min=1)
+    keep_checkpoints: int = _f(2, "most recent checkpoints kept", min=1)
+    log_every: int = _f(1_000, "environment steps between training-metric logs", min=1)
+    threads: int = _f(0, "torch intra-op threads (0: torch's default)", min=0)
+    device: str = _f("cpu", "torch device for networks and replay", choices=("cpu", "cuda"))
+    video_frames: int = _f(500, "frames in the final rollout video (0: no video)", min=0)
+    video_size: int = _f(240, "rollout video height and width in pixels", min=32, max=1024)
+
+
+AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config}
+
+
+@dataclass
+class Config:
+    algo: str = "td3"
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: DDPGConfig = field(default_factory=TD3Config)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the resolved config (recorded in exports)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+_SECTIONS = ("env", "agent", "replay", "train")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, merge `--set` overrides into, and validate a YAML config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    lines = _key_lines(text)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return config_from_dict(raw, source=str(path), lines=lines)
+
+
+def config_from_dict(raw: dict, source: str = "config", lines: dict[str, int] | None = None) -> Config:
+    lines = lines or {}
+    raw = dict(raw)
+    algo = raw.get("algo", Config.algo)
+    if algo not in AGENT_CONFIGS:
+        raise ConfigError(f"{source}: unknown algo {algo!r}{_suggest(str(algo), AGENT_CONFIGS)}; valid: {', '.join(AGENT_CONFIGS)}")
+    sections = {"env": EnvConfig, "agent": AGENT_CONFIGS[algo], "replay": ReplayConfig, "train": TrainConfig}
+    top_keys = ["algo", "seed", *_SECTIONS]
+    for key in raw:
+        if key not in top_keys:
+            raise ConfigError(_unknown_key_message(source, str(key), top_keys, lines, sections))
+    built = {}
+    for name, cls in sections.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: '{name}' must be a mapping, got {type(section).__name__}")
+        built[name] = _build_section(cls, section, f"{name}.", source, lines, sections)
+    seed = _coerce(raw.get("seed", 0), int, "seed", source)
+    if seed < 0:
+        raise ConfigError(f"{source}: seed must be >= 0, got {seed}")
+    return Config(algo=algo, seed=seed, **built)
+
+
+def _build_section(cls, section: dict, prefix: str, source: str, lines: dict[str, int], sections: dict):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in section.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(source, prefix + str(key), list(fields), lines, sections, prefix))
+        values[key] = _validate(prefix + key, value, hints[key], fields[key].metadata, source)
+    return cls(**values)
+
+
+def _validate(name: str, value: Any, hint: Any, meta: dict, source: str) -> Any:
+    value = _coerce(value, hint, name, source)
+    if value is None:
+        return None
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}{_suggest(str(value), choices)}")
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and (item < lo or (meta.get("min_exclusive") and item == lo)):
+            op = ">" if meta.get("min_exclusive") else ">="
+            raise ConfigError(f"{source}: {name} must be {op} {lo}, got {item}")
+        if hi is not None and item > hi:
+            raise ConfigError(f"{source}: {name} must be <= {hi}, got {item}")
+    return value
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Check `value` against a type hint; accept ints for floats and YAML's '3e-4' strings."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{source}: {name} must be a non-empty list of {args[0].__name__}, got {value!r}")
+        return [_coerce(v, args[0], f"{name}[{i}]", source) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, str):
+            try:
+                value = float(value)  # PyYAML reads 3e-4 (no dot) as a string
+            except ValueError:
+                pass
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConfigError(f"{source}: {name} must be a finite number, got {value}")
+            return value
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    got = "null" if value is None else f"{value!r} ({type(value).__name__})"
+    raise ConfigError(f"{source}: {name} must be {_type_name(hint)}, got {got}")
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _suggest(word: str, options) -> str:
+    match = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _unknown_key_message(source, key, valid, lines, sections, prefix="") -> str:
+    short = key[len(prefix):]
+    near = difflib.get_close_matches(short, valid, n=1, cutoff=0.6)
+    if near:
+        hint = f"; did you mean '{prefix}{near[0]}'?"
+    else:
+        # The key may belong to another section (e.g. 'tau' written under train:).
+        everywhere = [f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)]
+        near = difflib.get_close_matches(short, [p.split(".", 1)[1] for p in everywhere], n=1, cutoff=0.8)
+        hint = f"; did you mean '{next(p for p in everywhere if p.endswith('.' + near[0]))}'?" if near else ""
+    line = lines.get(key)
+    where = f" (line {line})" if line else ""
+    return f"{source}: unknown key '{key}'{where}{hint}"
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map dotted keys to their 1-based line in the YAML text (best effort)."""
+    out: dict[str, int] = {}
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(n, prefix):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                out[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    walk(node, "")
+    return out
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """Apply one `--set section.key=value` (value parsed as YAML) to the raw mapping."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad --set {item!r}: expected KEY=VALUE, e.g. --set agent.actor_lr=1e-3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"bad --set {item!r}: the value is not valid YAML") from None
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"bad --set {item!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    from rlcontrol.training.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
