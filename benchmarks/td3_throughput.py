@@ -1,0 +1,118 @@
+"""TD3 training throughput: rlcontrol vs Stable-Baselines3, same hyperparameters, same run.
+
+Both train TD3 on dm_control cheetah-run from state with batch 256, 2x256 MLPs for actor
+and critics, one gradient step per env step, policy delay 2, target smoothing 0.2/0.5,
+Gaussian exploration 0.1, Adam 3e-4, tau 0.005, gamma 0.99, 2 torch threads. Each measures
+steady-state env steps/s after learning has started (warm-up steps excluded). The two are
+run alternately, `--rounds` times each, and the ratio of medians is reported, because this
+machine's speed drifts over minutes.
+
+    .venv/bin/python -m benchmarks.td3_throughput --steps 3000 --rounds 3 [--json]
+
+Needs the bench extras: scripts/setup.sh dev,bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+WARMUP = 1000  # env steps of random actions before learning (both libraries)
+BATCH = 256
+
+
+def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu") -> float:
+    """Steady-state env steps/s of rlcontrol's real training loop (median over log windows after warm-up)."""
+    from rlcontrol.config import config_from_dict
+    from rlcontrol.training.logger import read_jsonl
+    from rlcontrol.training.loop import train
+
+    log_every = 250
+    cfg = config_from_dict({
+        "algo": "td3", "seed": seed,
+        "env": {"id": "dmc:cheetah-run"},
+        "agent": {"actor_hidden": [256, 256], "critic_hidden": [256, 256], "batch_size": BATCH, "actor_lr": 3e-4,
+                  "critic_lr": 3e-4, "tau": 0.005, "gamma": 0.99, "policy_delay": 2, "target_noise": 0.2,
+                  "target_noise_clip": 0.5, "exploration_sigma": 0.1},
+        "replay": {"capacity": 1_000_000},
+        "train": {"total_env_steps": WARMUP + steps, "learning_starts": WARMUP, "eval_every": 0, "eval_episodes": 1,
+                  "checkpoint_every": 10**9, "log_every": log_every, "threads": threads, "video_frames": 0,
+                  "device": device},
+    })
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(cfg, run_dir, progress=False)
+        rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    # Skip the window that straddles the start of learning.
+    sps = [r["charts/SPS"] for r in rows if "charts/SPS" in r and r["env_steps"] > WARMUP + log_every]
+    return statistics.median(sps)
+
+
+def sb3_sps(steps: int, seed: int, threads: int) -> float:
+    """Steady-state env steps/s of Stable-Baselines3 TD3 with the same hyperparameters."""
+    import gymnasium as gym
+    from dm_control import suite
+    from shimmy import DmControlCompatibilityV0
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    torch.set_num_threads(threads)
+    env = gym.wrappers.FlattenObservation(DmControlCompatibilityV0(suite.load("cheetah", "run", task_kwargs={"random": seed})))
+    action_dim = env.action_space.shape[0]
+
+    class Timer(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.marks: list[tuple[int, float]] = []
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % 250 == 0:
+                self.marks.append((self.num_timesteps, time.perf_counter()))
+            return True
+
+    model = TD3("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=WARMUP, batch_size=BATCH,
+                tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, policy_delay=2, target_policy_noise=0.2,
+                target_noise_clip=0.5, action_noise=NormalActionNoise(np.zeros(action_dim), 0.1 * np.ones(action_dim)),
+                policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu", verbose=0)
+    timer = Timer()
+    model.learn(WARMUP + steps, callback=timer)
+    windows = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(timer.marks, timer.marks[1:]) if a[0] > WARMUP + 250]
+    return statistics.median(windows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000, help="learning env steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements of each library")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, theirs = [], []
+    for r in range(args.rounds):
+        ours.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads))
+        theirs.append(sb3_sps(args.steps, seed=r, threads=args.threads))
+        print(f"round {r}: rlcontrol {ours[-1]:.1f} env steps/s, SB3 {theirs[-1]:.1f} env steps/s", file=sys.stderr)
+    result = {"task": "dmc:cheetah-run", "threads": args.threads, "steps_per_measurement": args.steps,
+              "rlcontrol_sps": [round(x, 1) for x in ours], "sb3_sps": [round(x, 1) for x in theirs],
+              "rlcontrol_median": round(statistics.median(ours), 1), "sb3_median": round(statistics.median(theirs), 1),
+              "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
+              "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"rlcontrol {result['rlcontrol_median']} vs SB3 {result['sb3_median']} env steps/s: ratio {result['ratio']}x")
+
+
+if __name__ == "__main__":
+    main()

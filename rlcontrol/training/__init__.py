@@ -1,0 +1,1 @@
+"""The shared off-policy training loop, evaluation, logging and checkpoints."""

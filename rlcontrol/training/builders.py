@@ -1,0 +1,32 @@
+"""Build the environment and replay a config describes, turning bad names into UserErrors."""
+
+from __future__ import annotations
+
+from rlcontrol.config import Config, EnvConfig
+from rlcontrol.errors import UserError
+
+
+def make_env(env_cfg: EnvConfig, seed: int):
+    import envs
+
+    try:
+        return envs.make(env_cfg.id, seed=seed, action_repeat=env_cfg.action_repeat, obs_format=env_cfg.obs_format,
+                         pixels=env_cfg.pixels, pixel_size=env_cfg.pixel_size,
+                         max_episode_steps=env_cfg.max_episode_steps)
+    except envs.UnknownEnvError as exc:
+        raise UserError(str(exc)) from None
+
+
+def total_updates(config: Config) -> int:
+    t = config.train
+    learning_steps = max(0, t.total_env_steps - t.learning_starts) // config.env.action_repeat
+    return max(1, learning_steps * t.updates_per_step)
+
+
+def make_replay(config: Config, env_spec):
+    from rlcontrol.replay import make_replay as _make
+
+    r = config.replay
+    return _make(r.capacity, env_spec.observation, env_spec.action_dim, prioritized=r.prioritized, alpha=r.alpha,
+                 beta0=r.beta0, beta_steps=r.beta_steps or total_updates(config), eps=r.eps, seed=config.seed,
+                 device=config.train.device)
