@@ -1,0 +1,25 @@
+"""Experience replay for off-policy continuous control.
+
+* :class:`NStepAccumulator` (actor side) turns 1-step transitions into n-step ones;
+* :class:`ReplayBuffer` stores them and samples uniform :class:`Batch` es;
+* :class:`PrioritizedReplayBuffer` samples proportionally to ``(|TD| + eps)^alpha`` via a
+  :class:`SumTree` and returns importance weights;
+* :func:`make_replay` picks one from config values.
+
+The learner's target for every batch is ``reward + discount * Q'(next_obs, .)``, whatever n was.
+"""
+
+from rlcontrol.replay.buffer import Batch, ReplayBuffer
+from rlcontrol.replay.factory import make_replay
+from rlcontrol.replay.nstep import NStepAccumulator
+from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
+from rlcontrol.replay.sum_tree import SumTree
+
+__all__ = [
+    "Batch",
+    "NStepAccumulator",
+    "PrioritizedReplayBuffer",
+    "ReplayBuffer",
+    "SumTree",
+    "make_replay",
+]
