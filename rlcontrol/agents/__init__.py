@@ -13,6 +13,7 @@ def make_agent(config, env_spec) -> DeterministicPolicyAgent:
         return DeterministicPolicyAgent(
             config.algo, config.agent, env_spec.observation, env_spec.action_dim,
             seed=config.seed, device=config.train.device, prioritized=config.replay.prioritized,
+            compile=config.train.compile,
         )
     raise ValueError(f"unknown algo {config.algo!r}")
 

@@ -100,7 +100,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     if resume and latest is not None:
         agent_state, replay_path, saved = ckpts.load(latest)
         agent.load_state_dict(agent_state)
-        replay = type(replay).load(replay_path)
+        replay = type(replay).load(replay_path, device=config.train.device)
         rng.bit_generator.state = saved["rng"]
         agent.noise_rng.bit_generator.state = saved["noise_rng"]
         state = LoopState(**saved["loop"])

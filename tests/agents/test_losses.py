@@ -52,15 +52,15 @@ def test_td3_target_takes_min_and_smooths_within_clip():
     actor = ConstActor([0.0, 0.0])
     critic = TableCritic([3.0, 2.0])  # the second member is the smaller for positive inputs
     # noise_std=0: no smoothing -> t = r + 0.9 * min(3, 2) * sum(s')
-    t = td3.critic_target(reward, discount, next_obs, actor, critic, noise_std=0.0, noise_clip=0.5)
+    t = td3.critic_target(reward, discount, next_obs, actor, critic, torch.randn(2, 2), noise_std=0.0, noise_clip=0.5)
     assert torch.allclose(t, torch.tensor([0.9 * 2.0 * 1.0, 1.0 + 0.9 * 2.0 * 2.0]))
     # With huge noise the smoothing noise is clipped to +-c and the action to [-1, 1].
     g = torch.Generator().manual_seed(0)
-    a = td3.smoothed_target_action(ConstActor([0.9, -0.2]), torch.zeros(1000, 1), 100.0, 0.5, g)
+    a = td3.smoothed_target_action(ConstActor([0.9, -0.2]), torch.zeros(1000, 1), torch.randn(1000, 2, generator=g), 100.0, 0.5)
     assert a[:, 0].max() <= 1.0 and a[:, 0].min() >= 0.4 - 1e-6
     assert a[:, 1].max() <= 0.3 + 1e-6 and a[:, 1].min() >= -0.7 - 1e-6
     # Negative rewards & the min: with negative Q the larger weight is the min.
-    t2 = td3.critic_target(torch.zeros(1), torch.ones(1), -torch.ones(1, 1), actor, critic, noise_std=0.0, noise_clip=0.5)
+    t2 = td3.critic_target(torch.zeros(1), torch.ones(1), -torch.ones(1, 1), actor, critic, torch.randn(1, 2), noise_std=0.0, noise_clip=0.5)
     assert torch.allclose(t2, torch.tensor([-3.0]))
 
 
@@ -142,3 +142,31 @@ def test_agent_update_schedule_delays_actor_and_targets():
     # Target networks never receive gradients.
     assert all(p.grad is None for p in agent.critic_target.parameters())
     assert all(p.grad is None for p in agent.actor_target.parameters())
+
+
+def test_smoothing_noise_by_hand():
+    eps = torch.tensor([[10.0, -0.1]])  # std 0.2 -> noise (2.0 -> clipped to 0.5, -0.02)
+    a = td3.smoothed_target_action(ConstActor([0.9, -0.2]), torch.zeros(1, 1), eps, 0.2, 0.5)
+    assert torch.allclose(a, torch.tensor([[1.0, -0.22]]))  # 0.9 + 0.5 clipped to the action bound
+
+
+def test_compiled_update_matches_eager():
+    from types import SimpleNamespace
+
+    from rlcontrol.agents.learner import DeterministicPolicyAgent
+    from rlcontrol.config import TD3Config
+
+    cfg = TD3Config(actor_hidden=[16], critic_hidden=[16], batch_size=8)
+    eager = DeterministicPolicyAgent("td3", cfg, (3,), 2, seed=0)
+    compiled = DeterministicPolicyAgent("td3", cfg, (3,), 2, seed=0, compile=True)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        batch = SimpleNamespace(obs=torch.randn(8, 3, generator=g), next_obs=torch.randn(8, 3, generator=g),
+                                action=torch.rand(8, 2, generator=g) * 2 - 1, reward=torch.randn(8, generator=g),
+                                discount=torch.full((8,), 0.99), weights=torch.ones(8), indices=torch.arange(8))
+        me, mc = eager.update(batch), compiled.update(batch)
+        assert me.keys() == mc.keys()
+        for k in me:
+            assert torch.allclose(me[k], mc[k], atol=1e-5), k
+    for a, b in zip(eager.actor.parameters(), compiled.actor.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)

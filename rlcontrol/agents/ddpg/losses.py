@@ -18,10 +18,11 @@ from torch import nn
 
 
 def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor,
-                  target_actor: nn.Module, target_critic: nn.Module) -> torch.Tensor:
+                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor | None = None) -> torch.Tensor:
     """t = r + discount * Q'(s', mu'(s')).  reward, discount: (B,); next_obs (B, obs_dim) -> (B,).
 
-    Call under torch.no_grad(): targets carry no gradient.
+    Call under torch.no_grad(): targets carry no gradient. `std_normal` is unused (DDPG's
+    target has no smoothing noise); it keeps the signature TD3's.
     """
     next_action = target_actor(next_obs)
     next_q = target_critic(next_obs, next_action)[0, :, 0]

@@ -13,19 +13,23 @@ import torch
 from torch import nn
 
 
-def smoothed_target_action(target_actor: nn.Module, next_obs: torch.Tensor, noise_std: float,
-                           noise_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """clip(mu'(s') + clip(N(0, std), -c, c), -1, 1): (B, obs_dim) -> (B, action_dim)."""
+def smoothed_target_action(target_actor: nn.Module, next_obs: torch.Tensor, std_normal: torch.Tensor,
+                           noise_std: float, noise_clip: float) -> torch.Tensor:
+    """clip(mu'(s') + clip(std * eps, -c, c), -1, 1), eps = `std_normal` ~ N(0, I) of shape (B, action_dim).
+
+    The caller draws eps (from its own seeded generator), which keeps this function pure and
+    compilable. next_obs (B, obs_dim) -> (B, action_dim).
+    """
     action = target_actor(next_obs)
-    noise = torch.randn(action.shape, generator=generator, dtype=action.dtype, device=action.device)
-    noise = (noise * noise_std).clamp_(-noise_clip, noise_clip)
-    return (action + noise).clamp_(-1.0, 1.0)
+    noise = (std_normal * noise_std).clamp(-noise_clip, noise_clip)
+    return (action + noise).clamp(-1.0, 1.0)
 
 
 def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor,
-                  target_actor: nn.Module, target_critic: nn.Module, *, noise_std: float,
-                  noise_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """t = r + discount * min_i Q_i'(s', a~'). reward, discount (B,), next_obs (B, obs_dim) -> (B,)."""
-    next_action = smoothed_target_action(target_actor, next_obs, noise_std, noise_clip, generator)
+                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor, *,
+                  noise_std: float, noise_clip: float) -> torch.Tensor:
+    """t = r + discount * min_i Q_i'(s', a~'). reward, discount (B,), next_obs (B, obs_dim),
+    std_normal (B, action_dim) -> (B,)."""
+    next_action = smoothed_target_action(target_actor, next_obs, std_normal, noise_std, noise_clip)
     next_q = target_critic(next_obs, next_action)[..., 0].amin(dim=0)
     return reward + discount * next_q

@@ -1,0 +1,33 @@
+"""Honest learning tests: fixed seeds, real environments, asserted returns.
+
+Pendulum-v1 returns lie in about [-1600, 0]; a uniformly random policy scores about -1200
+and a policy that swings up and balances about -150. The thresholds below are well above
+anything a non-learning agent reaches and were met with margin at the fixed seed.
+"""
+
+import json
+
+import pytest
+
+from rlcontrol.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo, overrides, threshold", [
+    ("td3", [], -400.0),
+    # DDPG with Ornstein-Uhlenbeck exploration and one critic, same budget.
+    ("ddpg", ["algo=ddpg", "agent.exploration=ou", "agent.exploration_sigma=0.3"], -500.0),
+])
+def test_agent_learns_pendulum(tmp_path, capsys, algo, overrides, threshold):
+    args = ["train", "configs/td3_pendulum.yaml", "--run-dir", str(tmp_path / algo), "--no-progress", "--json",
+            "--seed", "0"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["env_steps"] == 8000
+    assert summary["eval_return"] >= threshold, summary
+    # The eval command reproduces the learned policy's quality from policy.pt alone.
+    assert main(["eval", str(tmp_path / algo), "--episodes", "3", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["episodes"] == 3 and evaluated["mean_return"] >= threshold - 100
