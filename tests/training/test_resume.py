@@ -24,6 +24,7 @@ agent:
 replay:
   capacity: 5000
   n_step: 3
+  prioritized: true
 train:
   total_env_steps: 2400
   learning_starts: 400
