@@ -4,8 +4,8 @@ Both train TD3 on dm_control cheetah-run from state with batch 256, 2x256 MLPs f
 and critics, one gradient step per env step, policy delay 2, target smoothing 0.2/0.5,
 Gaussian exploration 0.1, Adam 3e-4, tau 0.005, gamma 0.99, 2 torch threads. Each measures
 steady-state env steps/s after learning has started (warm-up steps excluded). The two are
-run alternately, `--rounds` times each, and the ratio of medians is reported, because this
-machine's speed drifts over minutes.
+run alternately, `--rounds` times each (rlcontrol with train.compile on, SB3, then rlcontrol
+eager), and the ratio of medians is reported, because this machine's speed drifts over minutes.
 
     .venv/bin/python -m benchmarks.td3_throughput --steps 3000 --rounds 3 [--json]
 
@@ -31,7 +31,7 @@ WARMUP = 1000  # env steps of random actions before learning (both libraries)
 BATCH = 256
 
 
-def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu") -> float:
+def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu", compile_: bool = True) -> float:
     """Steady-state env steps/s of rlcontrol's real training loop (median over log windows after warm-up)."""
     from rlcontrol.config import config_from_dict
     from rlcontrol.training.logger import read_jsonl
@@ -47,7 +47,7 @@ def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu") -> f
         "replay": {"capacity": 1_000_000},
         "train": {"total_env_steps": WARMUP + steps, "learning_starts": WARMUP, "eval_every": 0, "eval_episodes": 1,
                   "checkpoint_every": 10**9, "log_every": log_every, "threads": threads, "video_frames": 0,
-                  "device": device},
+                  "device": device, "compile": compile_},
     })
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, progress=False)
@@ -95,23 +95,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="learning env steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating measurements of each library")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="rlcontrol's device (cpu or cuda); SB3 stays on the CPU")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ours, theirs = [], []
+    ours, eager, theirs = [], [], []
     for r in range(args.rounds):
-        ours.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads))
+        ours.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads, device=args.device, compile_=True))
         theirs.append(sb3_sps(args.steps, seed=r, threads=args.threads))
-        print(f"round {r}: rlcontrol {ours[-1]:.1f} env steps/s, SB3 {theirs[-1]:.1f} env steps/s", file=sys.stderr)
-    result = {"task": "dmc:cheetah-run", "threads": args.threads, "steps_per_measurement": args.steps,
-              "rlcontrol_sps": [round(x, 1) for x in ours], "sb3_sps": [round(x, 1) for x in theirs],
-              "rlcontrol_median": round(statistics.median(ours), 1), "sb3_median": round(statistics.median(theirs), 1),
-              "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
-              "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+        eager.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads, device=args.device, compile_=False))
+        print(f"round {r}: rlcontrol {ours[-1]:.1f} (eager {eager[-1]:.1f}) env steps/s, SB3 {theirs[-1]:.1f} env steps/s",
+              file=sys.stderr)
+    med = statistics.median
+    result = {"task": "dmc:cheetah-run", "threads": args.threads, "device": args.device,
+              "steps_per_measurement": args.steps, "rounds": args.rounds,
+              "rlcontrol_sps": [round(x, 1) for x in ours], "rlcontrol_eager_sps": [round(x, 1) for x in eager],
+              "sb3_sps": [round(x, 1) for x in theirs],
+              "rlcontrol_median": round(med(ours), 1), "rlcontrol_eager_median": round(med(eager), 1),
+              "sb3_median": round(med(theirs), 1), "ratio": round(med(ours) / med(theirs), 2),
+              "ratio_eager": round(med(eager) / med(theirs), 2), "torch": torch.__version__}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"rlcontrol {result['rlcontrol_median']} vs SB3 {result['sb3_median']} env steps/s: ratio {result['ratio']}x")
+        print(f"rlcontrol {result['rlcontrol_median']} (eager {result['rlcontrol_eager_median']}) vs "
+              f"SB3 {result['sb3_median']} env steps/s: ratio {result['ratio']}x (eager {result['ratio_eager']}x)")
 
 
 if __name__ == "__main__":

@@ -210,41 +210,55 @@ def _validate(name: str, value: Any, hint: Any, meta: dict, source: str) -> Any:
 def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
     """Check `value` against a type hint; accept ints for floats and YAML's '3e-4' strings."""
     args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{source}: {name} must be a non-empty list of {args[0].__name__}, got {value!r}")
         return [_coerce(v, args[0], f"{name}[{i}]", source) for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(value, str):
-            try:
-                value = float(value)  # PyYAML reads 3e-4 (no dot) as a string
-            except ValueError:
-                pass
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise ConfigError(f"{source}: {name} must be a finite number, got {value}")
-            return value
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    got = "null" if value is None else f"{value!r} ({type(value).__name__})"
-    raise ConfigError(f"{source}: {name} must be {_type_name(hint)}, got {got}")
+    coerced = _SCALAR_COERCERS[hint](value)
+    if coerced is _INVALID:
+        got = "null" if value is None else f"{value!r} ({type(value).__name__})"
+        raise ConfigError(f"{source}: {name} must be {_type_name(hint)}, got {got}")
+    if isinstance(coerced, float) and not math.isfinite(coerced):
+        raise ConfigError(f"{source}: {name} must be a finite number, got {coerced}")
+    return coerced
+
+
+_INVALID = object()
+
+
+def _as_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else _INVALID
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return _INVALID
+
+
+def _as_float(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads 3e-4 (no dot) as a string
+        except ValueError:
+            return _INVALID
+    return _INVALID
+
+
+def _as_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _INVALID
+
+
+_SCALAR_COERCERS = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def _type_name(hint: Any) -> str:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up .venv and run the main job end to end, embedded (no services):
-#   train TD3 on dm_control cartpole-swingup (real MuJoCo), evaluate it,
+#   train TD3 on dm_control cartpole-swingup (real MuJoCo, 100k env steps, a few minutes on 2 cores),
+#   evaluate it,
 #   and write the learning curve (curve.png) and a rollout video (video.mp4).
-# Usage: scripts/demo.sh [extra `rlcontrol train` flags, e.g. --steps 100000]
+# Usage: scripts/demo.sh [extra `rlcontrol train` flags, e.g. --steps 40000 --seed 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 run_dir="runs/demo-$(date +%Y%m%d-%H%M%S)"
-.venv/bin/rlcontrol train configs/td3_cartpole_swingup.yaml --steps 40000 --run-dir "$run_dir" "$@"
+.venv/bin/rlcontrol train configs/td3_cartpole_swingup.yaml --run-dir "$run_dir" "$@"
 .venv/bin/rlcontrol eval "$run_dir" --episodes 5
 echo "learning curve: $run_dir/curve.png   video: $run_dir/video.mp4   TensorBoard: .venv/bin/tensorboard --logdir $run_dir/tb"

@@ -71,149 +71,183 @@ def _check_resumable(config: Config, run_dir: Path) -> None:
             raise UserError(f"--resume with a different config: {section} was {a!r}, now {b!r}")
 
 
+class Trainer:
+    """Owns one run: environment, agent, replay, logs and checkpoints. `run()` trains to the end."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        t = config.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep_checkpoints)
+        latest = self.ckpts.latest()
+        if latest is not None and not resume:
+            raise UserError(f"{self.run_dir} already holds a run (checkpoint {latest.name}); pass --resume to "
+                            "continue it or choose another --run-dir")
+        if resume:
+            _check_resumable(config, self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.run_dir / "config.yaml")
+
+        self.env = builders.make_env(config.env, config.seed)
+        self.eval_env = builders.make_env(config.env, config.seed + 1)
+        self.agent = make_agent(config, self.env.spec)
+        self.replay = builders.make_replay(config, self.env.spec)
+        self.accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
+        self.rng = np.random.default_rng(config.seed)  # uniform actions before learning starts
+        self.state = LoopState(next_eval_at=t.eval_every or t.total_env_steps,
+                               next_checkpoint_at=t.checkpoint_every, next_log_at=t.log_every)
+        offsets = None
+        if resume and latest is not None:
+            offsets = self._restore(latest)
+        self.logger = MetricsLogger(self.run_dir, resume_offsets=offsets,
+                                    resume_step=self.state.env_steps if offsets else None)
+        self.logger.log_text("config", "```\n" + json.dumps(config.to_dict(), indent=2) + "\n```")
+        # Throughput of this process's acting + learning (evaluation and checkpoints excluded).
+        self.session_steps, self.session_seconds, self.last_sps = 0, 0.0, None
+
+    # ------------------------------------------------------------------ state
+
+    def _restore(self, folder: Path) -> dict:
+        agent_state, replay_path, saved = self.ckpts.load(folder)
+        self.agent.load_state_dict(agent_state)
+        self.replay = type(self.replay).load(replay_path, device=self.config.train.device)
+        self.rng.bit_generator.state = saved["rng"]
+        self.agent.noise_rng.bit_generator.state = saved["noise_rng"]
+        self.state = LoopState(**saved["loop"])
+        return saved["log_sizes"]
+
+    def checkpoint(self) -> None:
+        state_json = {"loop": self.state.__dict__, "rng": self.rng.bit_generator.state,
+                      "noise_rng": self.agent.noise_rng.bit_generator.state, "log_sizes": self.logger.flush()}
+        self.ckpts.save(self.state.env_steps, self.agent.state_dict(), self.replay, state_json)
+        write_policy(self.agent, self.run_dir, self.state.env_steps)
+
+    def policy(self, obs):
+        return self.agent.act(obs, explore=False)
+
+    def evaluate(self) -> None:
+        returns = evaluate(self.eval_env, self.policy, self.config.train.eval_episodes, self.config.seed,
+                           self.state.evals_done)
+        self.state.evals_done += 1
+        self.state.last_eval_return = float(np.mean(returns))
+        self.logger.log_eval(self.state.env_steps, returns)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict:
+        """Train to train.total_env_steps, then evaluate, checkpoint and write the artifacts."""
+        t = self.config.train
+        bar = _progress_bar(t.total_env_steps, self.state.env_steps, enabled=self.progress)
+        obs = _start_episode(self.env, self.agent, self.config.seed, self.state.episodes)
+        episode_return, metrics = 0.0, {}
+        self._log_clock, self._log_steps = time.perf_counter(), self.state.env_steps
+        try:
+            while self.state.env_steps < t.total_env_steps:
+                result, metrics = self._step(obs, metrics)
+                obs = result.obs
+                episode_return += result.reward
+                if self.state.env_steps >= self.state.next_log_at:
+                    self._log_training(metrics, bar)
+                if self.state.agent_steps % 50 == 0:
+                    bar.update(self.state.env_steps - bar.n)
+                if result.terminated or result.truncated:
+                    self._end_episode(episode_return)
+                    episode_return = 0.0
+                    obs = _start_episode(self.env, self.agent, self.config.seed, self.state.episodes)
+                    self.accumulator.reset()
+                    bar.set_postfix_str(_postfix(self.last_sps, self.state), refresh=False)
+            bar.update(self.state.env_steps - bar.n)
+            bar.close()
+            self.evaluate()
+            self.checkpoint()
+        finally:
+            bar.close()
+            self.logger.close()
+        return self._finish()
+
+    def _step(self, obs, metrics: dict):
+        """One agent step: act, store the transition, learn. Returns (StepResult, latest metrics)."""
+        tick = time.perf_counter()
+        state, agent, t = self.state, self.agent, self.config.train
+        if state.env_steps < t.learning_starts:
+            action = self.rng.uniform(-1.0, 1.0, self.env.spec.action_dim).astype(np.float32)
+        else:
+            action = agent.act(obs, explore=True)
+        result = self.env.step(action)
+        agent.observe(result.obs)
+        for transition in self.accumulator.add(obs, action, result.reward, result.obs, result.terminated,
+                                               result.truncated):
+            self.replay.add(transition)
+        repeat = self.config.env.action_repeat
+        state.env_steps += repeat
+        state.agent_steps += 1
+        if state.env_steps >= t.learning_starts and len(self.replay) >= self.config.agent.batch_size:
+            for _ in range(t.updates_per_step):
+                batch = self.replay.sample(self.config.agent.batch_size)
+                metrics = agent.update(batch)
+                if self.config.replay.prioritized:
+                    self.replay.update_priorities(batch.indices, metrics["td_abs"])
+        elapsed = time.perf_counter() - tick
+        state.train_seconds += elapsed
+        self.session_seconds += elapsed
+        self.session_steps += repeat
+        return result, metrics
+
+    def _log_training(self, metrics: dict, bar) -> None:
+        now = time.perf_counter()
+        sps = self.last_sps = (self.state.env_steps - self._log_steps) / max(now - self._log_clock, 1e-9)
+        self._log_clock, self._log_steps = now, self.state.env_steps
+        scalars = {f"losses/{k}": v.item() for k, v in metrics.items() if k != "td_abs"}
+        self.logger.log(self.state.env_steps, scalars | {"charts/SPS": sps})
+        self.state.next_log_at += self.config.train.log_every
+        bar.set_postfix_str(_postfix(sps, self.state), refresh=False)
+
+    def _end_episode(self, episode_return: float) -> None:
+        """Log the episode; evaluate and checkpoint when due (always on an episode boundary)."""
+        state, t = self.state, self.config.train
+        state.episodes += 1
+        state.recent_returns = (state.recent_returns + [episode_return])[-10:]
+        self.logger.log(state.env_steps, {"charts/episodic_return": episode_return})
+        if state.next_eval_at <= state.env_steps < t.total_env_steps:
+            self.evaluate()
+            state.next_eval_at += t.eval_every
+        if state.env_steps >= state.next_checkpoint_at:
+            periods = math.ceil((state.env_steps - state.next_checkpoint_at + 1) / t.checkpoint_every)
+            state.next_checkpoint_at += t.checkpoint_every * periods
+            self.checkpoint()
+
+    def _finish(self) -> dict:
+        config, state = self.config, self.state
+        summary = {
+            "run_dir": str(self.run_dir),
+            "algo": config.algo,
+            "env": config.env.id,
+            "seed": config.seed,
+            "env_steps": state.env_steps,
+            "episodes": state.episodes,
+            "env_steps_per_s": round(self.session_steps / max(self.session_seconds, 1e-9), 2),
+            "eval_return": state.last_eval_return,
+            "recent_train_return": float(np.mean(state.recent_returns)) if state.recent_returns else None,
+        }
+        plot_learning_curve(self.run_dir, title=f"{config.algo.upper()} on {config.env.id} (seed {config.seed})")
+        summary["curve"] = str(self.run_dir / "curve.png")
+        if config.train.video_frames > 0:
+            try:
+                record_video(self.eval_env, self.policy, self.run_dir / "video.mp4", config.seed,
+                             config.train.video_frames, config.train.video_size)
+                summary["video"] = str(self.run_dir / "video.mp4")
+            except Exception as exc:  # noqa: BLE001 - rendering is optional (no GL, env without render)
+                print(f"rlcontrol: warning: no video ({type(exc).__name__}: {exc})", file=sys.stderr)
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.env.close()
+        self.eval_env.close()
+        return summary
+
+
 def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train, evaluate, checkpoint; write curve.png, video.mp4, summary.json. Returns the summary."""
-    run_dir = Path(run_dir)
-    t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    ckpts = CheckpointManager(run_dir / "checkpoints", keep=t.keep_checkpoints)
-    latest = ckpts.latest()
-    if latest is not None and not resume:
-        raise UserError(f"{run_dir} already holds a run (checkpoint {latest.name}); pass --resume to continue it "
-                        "or choose another --run-dir")
-    if resume:
-        _check_resumable(config, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-
-    env = builders.make_env(config.env, config.seed)
-    eval_env = builders.make_env(config.env, config.seed + 1)
-    agent = make_agent(config, env.spec)
-    replay = builders.make_replay(config, env.spec)
-    accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
-    rng = np.random.default_rng(config.seed)
-    state = LoopState(next_eval_at=t.eval_every or t.total_env_steps, next_checkpoint_at=t.checkpoint_every,
-                      next_log_at=t.log_every)
-
-    offsets = None
-    if resume and latest is not None:
-        agent_state, replay_path, saved = ckpts.load(latest)
-        agent.load_state_dict(agent_state)
-        replay = type(replay).load(replay_path, device=config.train.device)
-        rng.bit_generator.state = saved["rng"]
-        agent.noise_rng.bit_generator.state = saved["noise_rng"]
-        state = LoopState(**saved["loop"])
-        offsets = saved["log_sizes"]
-    logger = MetricsLogger(run_dir, resume_offsets=offsets, resume_step=state.env_steps if offsets else None)
-    logger.log_text("config", "```\n" + json.dumps(config.to_dict(), indent=2) + "\n```")
-
-    def policy(obs):
-        return agent.act(obs, explore=False)
-
-    def checkpoint() -> None:
-        state_json = {"loop": state.__dict__, "rng": rng.bit_generator.state,
-                      "noise_rng": agent.noise_rng.bit_generator.state, "log_sizes": logger.flush()}
-        ckpts.save(state.env_steps, agent.state_dict(), replay, state_json)
-        write_policy(agent, run_dir, state.env_steps)
-
-    def run_evaluation() -> None:
-        returns = evaluate(eval_env, policy, t.eval_episodes, config.seed, state.evals_done)
-        state.evals_done += 1
-        state.last_eval_return = float(np.mean(returns))
-        logger.log_eval(state.env_steps, returns)
-
-    bar = _progress_bar(t.total_env_steps, state.env_steps, enabled=progress)
-    session_steps, session_seconds, last_sps = 0, 0.0, None
-    obs = _start_episode(env, agent, config.seed, state.episodes)
-    episode_return, metrics = 0.0, {}
-    log_clock, log_steps = time.perf_counter(), state.env_steps
-    repeat = config.env.action_repeat
-    batch_size = config.agent.batch_size
-    try:
-        while state.env_steps < t.total_env_steps:
-            tick = time.perf_counter()
-            if state.env_steps < t.learning_starts:
-                action = rng.uniform(-1.0, 1.0, env.spec.action_dim).astype(np.float32)
-            else:
-                action = agent.act(obs, explore=True)
-            result = env.step(action)
-            agent.observe(result.obs)
-            for transition in accumulator.add(obs, action, result.reward, result.obs, result.terminated, result.truncated):
-                replay.add(transition)
-            obs = result.obs
-            episode_return += result.reward
-            state.env_steps += repeat
-            state.agent_steps += 1
-            session_steps += repeat
-            if state.env_steps >= t.learning_starts and len(replay) >= batch_size:
-                for _ in range(t.updates_per_step):
-                    batch = replay.sample(batch_size)
-                    metrics = agent.update(batch)
-                    if config.replay.prioritized:
-                        replay.update_priorities(batch.indices, metrics["td_abs"])
-            elapsed = time.perf_counter() - tick
-            state.train_seconds += elapsed
-            session_seconds += elapsed
-
-            if state.env_steps >= state.next_log_at:
-                now = time.perf_counter()
-                sps = last_sps = (state.env_steps - log_steps) / max(now - log_clock, 1e-9)
-                log_clock, log_steps = now, state.env_steps
-                logger.log(state.env_steps, {f"losses/{k}": v.item() for k, v in metrics.items() if k != "td_abs"}
-                           | {"charts/SPS": sps})
-                state.next_log_at += t.log_every
-                bar.set_postfix_str(_postfix(sps, state), refresh=False)
-            if state.agent_steps % 50 == 0:
-                bar.update(state.env_steps - bar.n)
-
-            if result.terminated or result.truncated:
-                state.episodes += 1
-                state.recent_returns = (state.recent_returns + [episode_return])[-10:]
-                logger.log(state.env_steps, {"charts/episodic_return": episode_return})
-                episode_return = 0.0
-                if state.env_steps >= state.next_eval_at and state.env_steps < t.total_env_steps:
-                    run_evaluation()
-                    state.next_eval_at += t.eval_every
-                if state.env_steps >= state.next_checkpoint_at:
-                    state.next_checkpoint_at += t.checkpoint_every * math.ceil(
-                        (state.env_steps - state.next_checkpoint_at + 1) / t.checkpoint_every)
-                    checkpoint()
-                obs = _start_episode(env, agent, config.seed, state.episodes)
-                accumulator.reset()
-                bar.set_postfix_str(_postfix(last_sps, state), refresh=False)
-        bar.update(state.env_steps - bar.n)
-        bar.close()
-        run_evaluation()
-        checkpoint()
-    finally:
-        bar.close()
-        logger.close()
-
-    summary = {
-        "run_dir": str(run_dir),
-        "algo": config.algo,
-        "env": config.env.id,
-        "seed": config.seed,
-        "env_steps": state.env_steps,
-        "episodes": state.episodes,
-        # Throughput of acting + learning in this process (evaluation and checkpoint time excluded).
-        "env_steps_per_s": round(session_steps / max(session_seconds, 1e-9), 2),
-        "eval_return": state.last_eval_return,
-        "recent_train_return": float(np.mean(state.recent_returns)) if state.recent_returns else None,
-    }
-    plot_learning_curve(run_dir, title=f"{config.algo.upper()} on {config.env.id} (seed {config.seed})")
-    summary["curve"] = str(run_dir / "curve.png")
-    if t.video_frames > 0:
-        try:
-            record_video(eval_env, policy, run_dir / "video.mp4", config.seed, t.video_frames, t.video_size)
-            summary["video"] = str(run_dir / "video.mp4")
-        except Exception as exc:  # noqa: BLE001 - rendering is optional (no GL, env without render)
-            print(f"rlcontrol: warning: no video ({type(exc).__name__}: {exc})", file=sys.stderr)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    env.close()
-    eval_env.close()
-    return summary
+    return Trainer(config, run_dir, resume=resume, progress=progress).run()
 
 
 def write_policy(agent, run_dir: Path, env_steps: int) -> None:

@@ -15,7 +15,8 @@ def test_dmc_run_writes_curve_video_logs_and_evaluates(tmp_path, capsys):
             "--no-progress", "--set", "train.learning_starts=400", "--set", "train.eval_every=600",
             "--set", "train.eval_episodes=1", "--set", "train.video_frames=12", "--set", "train.video_size=64",
             "--set", "agent.actor_hidden=[32,32]", "--set", "agent.critic_hidden=[32,32]",
-            "--set", "env.max_episode_steps=200", "--set", "agent.obs_norm=true"]
+            "--set", "env.max_episode_steps=200", "--set", "agent.obs_norm=true",
+            "--set", "env.action_repeat=2", "--set", "agent.batch_size=64"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"run_dir", "env_steps", "env_steps_per_s", "eval_return"} <= summary.keys()
