@@ -99,7 +99,7 @@ class TrainConfig:
     log_every: int = _f(1_000, "environment steps between training-metric logs", min=1)
     threads: int = _f(0, "torch intra-op threads (0: torch's default)", min=0)
     device: str = _f("cpu", "torch device for networks and replay", choices=("cpu", "cuda"))
-    compile: bool = _f(False, "torch.compile the loss functions (~1.3x faster updates at 2x256; ~20 s to compile once)")
+    compile: bool = _f(False, "torch.compile the loss functions (~20 s to compile once; see docs/benchmarks.md for its measured effect)")
     video_frames: int = _f(500, "frames in the final rollout video (0: no video)", min=0)
     video_size: int = _f(240, "rollout video height and width in pixels", min=32, max=1024)
 

@@ -85,9 +85,10 @@ class DeterministicPolicyAgent:
         self._critic_loss_fn = self._critic_loss
         self._actor_loss_fn = self._actor_loss
         if compile:
-            # Fuses the elementwise work around the matmuls and drops most per-op dispatch;
-            # ~1.3x faster updates on a 2-core CPU at 2x256 (docs/benchmarks.md). Compiling
-            # takes ~20 s on first use (cached on disk afterwards).
+            # Fuses the elementwise work around the matmuls and drops per-op dispatch. On the
+            # 2-core CPU this was 1.19x on a replayed set of batches but no measurable gain in
+            # the full loop, where matmuls dominate (docs/benchmarks.md). It may pay off on a GPU,
+            # where per-op launch overhead dominates (not measured yet). Compiling takes ~20 s.
             self._critic_loss_fn = torch.compile(self._critic_loss, dynamic=False)
             self._actor_loss_fn = torch.compile(self._actor_loss, dynamic=False)
         self.noise_rng = np.random.default_rng(seed + 2)
