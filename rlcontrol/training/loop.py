@@ -266,7 +266,7 @@ def _start_episode(env, agent, seed: int, episode: int):
 def _postfix(sps: float | None, state: LoopState) -> str:
     parts = []
     if sps is not None:
-        parts.append(f"{sps:.0f} steps/s")
+        parts.append(f"{sps:.0f} env steps/s")
     if state.recent_returns:
         parts.append(f"return {np.mean(state.recent_returns):.1f}")
     if state.last_eval_return is not None:
@@ -278,5 +278,9 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
+    # tqdm's own rate is left out: the postfix shows the loop's measured env steps/s, and two
+    # differently smoothed rates side by side only confuse.
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-                disable=not enabled, mininterval=0.5 if tty else 15.0, smoothing=0.05, desc="train")
+                disable=not enabled, mininterval=0.5 if tty else 15.0, smoothing=0.05, desc="train",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} env steps "
+                           "[{elapsed} elapsed, ETA {remaining}{postfix}]")
