@@ -76,6 +76,7 @@ def run_cli(*args, cwd=None):
     (["train", "{cfg}", "--steps", "-5"], "expected a number >= 1"),
     (["train", "{cfg}", "--set", "env.id=dmc:cheeta-run"], "cheetah-run"),
     (["train", "{cfg}", "--set", "env.id=nosuch"], "nosuch"),
+    (["train", "{cfg}", "--set", "env.id=gym:CartPole-v1"], "Discrete action space"),
     (["eval", "/nonexistent_run"], "run folder not found"),
     (["frobnicate"], "invalid choice"),
 ])

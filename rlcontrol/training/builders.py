@@ -13,8 +13,9 @@ def make_env(env_cfg: EnvConfig, seed: int):
         return envs.make(env_cfg.id, seed=seed, action_repeat=env_cfg.action_repeat, obs_format=env_cfg.obs_format,
                          pixels=env_cfg.pixels, pixel_size=env_cfg.pixel_size,
                          max_episode_steps=env_cfg.max_episode_steps)
-    except envs.UnknownEnvError as exc:
-        raise UserError(str(exc)) from None
+    except (envs.UnknownEnvError, ValueError) as exc:
+        # Unknown ids, discrete action spaces, unbounded actions: the user's choice of task.
+        raise UserError(f"env {env_cfg.id!r}: {exc}" if env_cfg.id not in str(exc) else str(exc)) from None
 
 
 def total_updates(config: Config) -> int:

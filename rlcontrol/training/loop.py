@@ -77,6 +77,8 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         t = config.train
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"--run-dir {self.run_dir} exists and is not a folder")
         if t.threads:
             torch.set_num_threads(t.threads)
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep_checkpoints)
@@ -86,11 +88,11 @@ class Trainer:
                             "continue it or choose another --run-dir")
         if resume:
             _check_resumable(config, self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / "config.yaml")
-
+        # Environments first: a bad env id must fail before anything is written.
         self.env = builders.make_env(config.env, config.seed)
         self.eval_env = builders.make_env(config.env, config.seed + 1)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.run_dir / "config.yaml")
         self.agent = make_agent(config, self.env.spec)
         self.replay = builders.make_replay(config, self.env.spec)
         self.accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
@@ -111,7 +113,10 @@ class Trainer:
     def _restore(self, folder: Path) -> dict:
         agent_state, replay_path, saved = self.ckpts.load(folder)
         self.agent.load_state_dict(agent_state)
-        self.replay = type(self.replay).load(replay_path, device=self.config.train.device)
+        try:
+            self.replay = type(self.replay).load(replay_path, device=self.config.train.device)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"damaged checkpoint {folder.name}: replay buffer: {exc}") from None
         self.rng.bit_generator.state = saved["rng"]
         self.agent.noise_rng.bit_generator.state = saved["noise_rng"]
         self.state = LoopState(**saved["loop"])

@@ -117,3 +117,21 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path):
     assert latest.name == "ckpt-0000000100"
     agent_state, _, _ = mgr.load(latest)
     assert torch.equal(agent_state["w"], torch.ones(2))
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_clear_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.replace("total_env_steps: 2400", "total_env_steps: 450").replace("learning_starts: 400", "learning_starts: 300"))
+    run = tmp_path / "run"
+    subprocess.run(train_cmd(cfg, run), check=True, capture_output=True, timeout=300)
+    latest = CheckpointManager(run / "checkpoints").latest()
+    replay_file = latest / "replay.safetensors"
+    data = bytearray(replay_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the stored tensors
+    replay_file.write_bytes(bytes(data))
+    before = {p.name: p.stat().st_size for p in latest.iterdir()}
+    again = subprocess.run(train_cmd(cfg, run, "--resume", "--steps", "900"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2, again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlcontrol: error: damaged checkpoint"), again.stderr
+    assert {p.name: p.stat().st_size for p in latest.iterdir()} == before  # nothing rewritten or removed
