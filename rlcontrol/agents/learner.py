@@ -52,8 +52,8 @@ def flatten_obs(obs, batch_dims: int) -> torch.Tensor:
     consume the dict directly.
     """
     if isinstance(obs, Mapping):
-        parts = [torch.as_tensor(v).reshape(*torch.as_tensor(v).shape[:batch_dims], -1) for v in obs.values()]
-        return torch.cat(parts, dim=-1).float()
+        parts = [torch.as_tensor(v) for v in obs.values()]
+        return torch.cat([p.reshape(*p.shape[:batch_dims], -1) for p in parts], dim=-1).float()
     return torch.as_tensor(obs).float()
 
 
