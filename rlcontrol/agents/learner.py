@@ -116,11 +116,17 @@ class DeterministicPolicyAgent:
         if self.normalizer.enabled:
             self.normalizer.update(flatten_obs(obs, 0).to(self.device))
 
-    @torch.no_grad()
     def act(self, obs, explore: bool = False) -> np.ndarray:
-        """One observation -> normalized action in [-1, 1]^A (numpy float32)."""
-        x = flatten_obs(obs, 0).to(self.device).unsqueeze(0)
-        action = self.actor(self.normalizer(x))[0].cpu().numpy()
+        """One observation -> normalized action in [-1, 1]^A (numpy float32).
+
+        Runs every env step between updates, so it stays lean: inference mode (no autograd
+        bookkeeping at all) and no normalizer call when normalization is off.
+        """
+        with torch.inference_mode():
+            x = flatten_obs(obs, 0).to(self.device).unsqueeze(0)
+            if self.normalizer.enabled:
+                x = self.normalizer(x)
+            action = self.actor(x)[0].cpu().numpy()
         if explore:
             action = np.clip(action + self.noise(), -1.0, 1.0)
         return action.astype(np.float32, copy=False)
