@@ -50,7 +50,7 @@ def update_overhead() -> None:
     for hidden in ([8, 8], [256, 256]):
         agent = DeterministicPolicyAgent("td3", TD3Config(actor_hidden=hidden, critic_hidden=hidden), (17,), 6)
         it = iter(range(10**9))
-        t = best_us(lambda agent=agent: agent.update(batches[next(it) % 16]), n=100)
+        t = best_us(lambda agent=agent, it=it: agent.update(batches[next(it) % 16]), n=100)
         print(f"TD3 update, hidden {hidden}: {t / 1e3:.2f} ms")
 
 

@@ -160,7 +160,9 @@ class DeterministicPolicyAgent:
         obs, next_obs = flatten_obs(batch.obs, 1), flatten_obs(batch.next_obs, 1)
         # Target-smoothing noise comes from the agent's own generator (checkpointed), outside
         # the (possibly compiled) loss so the loss stays a pure function of its inputs.
-        std_normal = torch.randn(batch.action.shape, generator=self.generator, device=self.device)
+        std_normal = None
+        if self.algo == "td3":  # DDPG's target has no smoothing noise: draw none
+            std_normal = torch.randn(batch.action.shape, generator=self.generator, device=self.device)
         weights = batch.weights if self.prioritized else None
         loss, td, q_mean = self._critic_loss_fn(obs, batch.action, batch.reward, batch.discount, next_obs,
                                                 std_normal, weights)

@@ -28,7 +28,7 @@ from rlcontrol.errors import UserError
 from rlcontrol.replay import NStepAccumulator
 from rlcontrol.training import builders
 from rlcontrol.training.atomic import atomic_write, atomic_write_text
-from rlcontrol.training.checkpoint import CheckpointManager, save_torch
+from rlcontrol.training.checkpoint import CheckpointManager
 from rlcontrol.training.evaluate import episode_seed, evaluate, record_video
 from rlcontrol.training.logger import MetricsLogger
 from rlcontrol.training.plots import plot_learning_curve
@@ -258,7 +258,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
 def write_policy(agent, run_dir: Path, env_steps: int) -> None:
     """policy.pt: what acting needs (normalizer + actor); read with weights_only=True by eval and export."""
     payload = {"policy": agent.policy_state_dict(), "env_steps": torch.tensor(env_steps)}
-    atomic_write(run_dir / POLICY_FILE, lambda tmp: save_torch(payload, tmp))
+    # atomic_write fsyncs the temp file itself; save_torch's own fsync would be a second one.
+    atomic_write(run_dir / POLICY_FILE, lambda tmp: torch.save(payload, tmp))
 
 
 def _start_episode(env, agent, seed: int, episode: int):
