@@ -61,6 +61,12 @@ class EnvSpec:
     control_period: float  # seconds of simulated time per agent step, action repeat included
     max_episode_steps: int | None  # agent steps until time-limit truncation; None if unbounded
     action_repeat: int
+    # Actuator names in action order (deploy nodes match commands to joints by name);
+    # "action_0", "action_1", ... when the simulator names none.
+    action_names: tuple[str, ...] = ()
+    # Named parts of the flat observation vector in concatenation order, as (name, shape):
+    # what an exported policy declares so a robot can assemble the vector from its sensors.
+    obs_layout: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         # Read-only float32 copies: a caller editing spec.action_low must not be able to
@@ -71,6 +77,12 @@ class EnvSpec:
                 raise ValueError(f"{name} must have shape ({self.action_dim},), got {bound.shape}")
             bound.setflags(write=False)
             object.__setattr__(self, name, bound)
+        names = tuple(str(n) for n in self.action_names) or tuple(f"action_{i}" for i in range(self.action_dim))
+        if len(names) != self.action_dim:
+            raise ValueError(f"action_names has {len(names)} entries for {self.action_dim} actions")
+        object.__setattr__(self, "action_names", names)
+        object.__setattr__(self, "obs_layout",
+                           tuple((str(k), tuple(int(d) for d in shape)) for k, shape in self.obs_layout))
 
     # The generated __eq__/__hash__ would compare/hash ndarrays, which raise; compare
     # bounds by value and hash only the scalar fields instead.
@@ -241,6 +253,10 @@ class ObservationLayout:
         if check_obs_format(obs_format) == "flat":
             return ArraySpec((self.flat_size,), f32)
         return {name: ArraySpec(shape, f32) for name, shape in self.shapes.items()}
+
+    def components(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(name, shape) of each entry, in flat-vector order (EnvSpec.obs_layout)."""
+        return tuple(self.shapes.items())
 
     def format(self, named: Mapping[str, Any], obs_format: str) -> Observation:
         if obs_format == "flat":

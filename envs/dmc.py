@@ -79,6 +79,8 @@ class DMCEnv(Env):
             # dm_control ends the episode at the first step count >= step_limit.
             max_episode_steps=None if math.isinf(step_limit) else math.ceil(step_limit),
             action_repeat=1,
+            action_names=_actuator_names(self._env.physics, int(self._low.size)),
+            obs_layout=self._layout.components(),
         )
         self._needs_reset = True
         self._closed = False
@@ -135,3 +137,11 @@ class DMCEnv(Env):
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.spec.env_id} has been closed")
+
+
+def _actuator_names(physics, action_dim: int) -> tuple[str, ...]:
+    """MuJoCo actuator names in action order; unnamed actuators become action_<i>."""
+    model = physics.model
+    if model.nu != action_dim:
+        return ()
+    return tuple(model.id2name(i, "actuator") or f"action_{i}" for i in range(action_dim))

@@ -127,6 +127,7 @@ class GymEnv(Env):
             control_period=_control_period(self._env, control_period),
             max_episode_steps=self._env.spec.max_episode_steps if self._env.spec else None,
             action_repeat=1,
+            obs_layout=self._layout.components(),
         )
         self._pending_seed = seed
         self._needs_reset = True

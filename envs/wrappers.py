@@ -132,7 +132,7 @@ class PixelObservation(Wrapper):
         observation = {"pixels": ArraySpec((3, self.size, self.size), np.dtype(np.uint8))}
         if include_state:
             observation["state"] = inner.spec.observation
-        self.spec = dataclasses.replace(inner.spec, observation=observation)
+        self.spec = dataclasses.replace(inner.spec, observation=observation, obs_layout=())
 
     def reset(self, seed: int | None = None):
         return self._observe(self.inner.reset(seed))
