@@ -2,6 +2,9 @@
 
     rlcontrol train CONFIG.yaml [--set key=value ...] [--seed S] [--steps N] [--run-dir DIR] [--resume] [--json]
     rlcontrol eval RUN_DIR [--episodes N] [--video] [--json]
+    rlcontrol export RUN_DIR --out policy.onnx [--json]
+    rlcontrol inspect policy.onnx [--sha256 HEX] [--json]
+    rlcontrol bench-policy policy.onnx [--calls N] [--run RUN_DIR] [--json]
 
 Bad input (a config, a flag, a file) prints one line `rlcontrol: error: ...` on stderr and
 exits with code 2; with --json the last line on stdout is one JSON object.
@@ -68,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", action="store_true", help="also write RUN_DIR/eval_video.mp4")
     ev.add_argument("--seed", type=_non_negative_int, default=None, help="evaluation seed (default: the run's)")
     ev.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="export a run's policy to ONNX and check it against PyTorch")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    ex.add_argument("--parity-samples", type=_positive_int, default=1000,
+                    help="random and recorded observations each for the parity check (default 1000)")
+    ex.add_argument("--json", action="store_true")
+
+    ins = sub.add_parser("inspect", help="validate an exported policy and print its metadata")
+    ins.add_argument("policy")
+    ins.add_argument("--sha256", help="refuse the file unless its sha256 is this")
+    ins.add_argument("--json", action="store_true")
+
+    bp = sub.add_parser("bench-policy", help="single-observation latency: onnxruntime vs eager PyTorch")
+    bp.add_argument("policy")
+    bp.add_argument("--calls", type=_positive_int, default=10_000, help="timed calls per backend (default 10000)")
+    bp.add_argument("--run", help="run folder for the eager PyTorch side (default: the one recorded at export)")
+    bp.add_argument("--json", action="store_true")
     return parser
 
 
@@ -98,7 +119,56 @@ def cmd_eval(args) -> dict:
     return summary
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+def cmd_export(args) -> dict:
+    from rlcontrol.deploy.export import export_run
+
+    summary = export_run(args.run_dir, args.out, parity_samples=args.parity_samples)
+    if not args.json:
+        p = summary["parity"]
+        print(f"wrote {summary['out']} ({summary['bytes'] / 1024:.0f} KiB, sha256 {summary['sha256']})")
+        print(f"parity vs PyTorch: max |diff| {p['max_abs_diff_random']:.1e} on {p['samples_per_set']} random and "
+              f"{p['max_abs_diff_recorded']:.1e} on {p['samples_per_set']} recorded observations "
+              f"(tolerance {p['tolerance']:.0e})")
+    return summary
+
+
+def cmd_inspect(args) -> dict:
+    from rlcontrol.deploy import runtime
+
+    info = runtime.load(args.policy, expected_sha256=args.sha256, warmup=1).describe()
+    if not args.json:
+        obs = ", ".join(f"{o['name']}{tuple(o['shape'])} {o['dtype']} history {o['history']}" for o in info["observations"])
+        acts = ", ".join(f"{n} [{lo:g}, {hi:g}]" for n, lo, hi in zip(info["action_names"], info["action_low"], info["action_high"]))
+        lines = [("file", info["path"]), ("sha256", info["sha256"]), ("provider", info["provider"]),
+                 ("algorithm", info["algorithm"]), ("env", info["env_id"]), ("observations", obs), ("actions", acts),
+                 ("control period", f"{info['control_period']:g} s"), ("normalization", info["obs_normalization"]),
+                 ("config sha256", info["config_sha256"]), ("checkpoint sha256", info["checkpoint_sha256"]),
+                 ("toolkit version", info["version"]), *sorted(info["extra"].items())]
+        for key, value in lines:
+            print(f"{key + ':':<19}{value}")
+    return info
+
+
+def cmd_bench_policy(args) -> dict:
+    from rlcontrol.deploy.bench import bench_policy
+
+    result = bench_policy(args.policy, calls=args.calls, run_dir=args.run)
+    if not args.json:
+        for name in ("onnxruntime", "torch_eager"):
+            if name in result:
+                r = result[name]
+                print(f"{name:<12} p50 {r['p50_us']:7.1f} us  p99 {r['p99_us']:7.1f} us  max {r['max_us']:8.1f} us "
+                      f"({r['calls']} calls)")
+        if "speedup_p50" in result:
+            print(f"onnxruntime is {result['speedup_p50']:.1f}x faster at p50, {result['speedup_p99']:.1f}x at p99 "
+                  f"({result['provider']}, 1 thread)")
+        else:
+            print(result["note"])
+    return result
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
+            "bench-policy": cmd_bench_policy}
 
 
 def main(argv: list[str] | None = None) -> int:
