@@ -1,0 +1,107 @@
+"""ONNX export: graph contents, metadata, dynamic batch and PyTorch parity for every agent kind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from envs.core import scale_action
+from rlcontrol.config import load_config
+from rlcontrol.deploy import runtime
+from rlcontrol.deploy.export import PARITY_TOLERANCE, export_run, random_observations, torch_physical_actions
+from rlcontrol.training.evaluate_run import load_policy_agent
+
+# Every agent kind in main, with flat and dict observations, with and without running
+# normalization, and with physical bounds other than [-1, 1] (Pendulum: +-2).
+CASES = [
+    ("td3", "dmc:cartpole-swingup", "flat", True),
+    ("ddpg", "dmc:cartpole-swingup", "flat", True),
+    ("td3", "dmc:cheetah-run", "dict", True),
+    ("ddpg", "gym:Pendulum-v1", "flat", False),
+]
+
+
+@pytest.mark.parametrize("algo,env_id,obs_format,obs_norm", CASES)
+def test_parity_on_1000_random_and_1000_recorded_observations(tmp_path, make_run_dir, algo, env_id, obs_format, obs_norm):
+    run_dir = make_run_dir(algo, env_id, obs_format, obs_norm)
+    out = tmp_path / "policy.onnx"
+    summary = export_run(run_dir, out, parity_samples=1000)
+    parity = summary["parity"]
+    assert parity["samples_per_set"] == 1000
+    assert parity["max_abs_diff_random"] <= PARITY_TOLERANCE
+    assert parity["max_abs_diff_recorded"] <= PARITY_TOLERANCE
+    assert parity["ok"]
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+
+
+def test_parity_check_would_catch_a_wrong_graph(td3_export, make_run_dir):
+    """The parity measurement is not vacuous: a policy from another seed differs by far more."""
+    run_dir, out, _ = td3_export
+    other = make_run_dir(seed=1)
+    config, env, agent = load_policy_agent(other)
+    obs = random_observations(env.spec.observation, 100, np.random.default_rng(0))
+    theirs = torch_physical_actions(agent, env.spec, obs)
+    ours = runtime.load(out).act_batch(obs)
+    assert np.abs(ours - theirs).max() > 100 * PARITY_TOLERANCE
+
+
+def test_graph_has_normalization_and_bounds_inside(tmp_path, make_run_dir):
+    """Raw observations in, physical actions out: Pendulum's [-2, 2] bounds are reached."""
+    run_dir = make_run_dir("td3", "gym:Pendulum-v1", "flat", obs_norm=True)
+    out = tmp_path / "p.onnx"
+    export_run(run_dir, out, parity_samples=50)
+    policy = runtime.load(out)
+    config, env, agent = load_policy_agent(run_dir)
+    # Huge observations saturate tanh, so the output sits on the physical bounds.
+    actions = policy.act_batch(np.full((4, 3), 1e3, np.float32) * np.array([[1], [-1], [1], [-1]], np.float32))
+    assert np.all(np.abs(actions) <= 2.0 + 1e-6) and np.abs(actions).max() > 1.0
+    raw = np.random.default_rng(3).normal(2.0, 5.0, size=(1, 3)).astype(np.float32)
+    expected = scale_action(agent.act(raw[0]), env.spec.action_low, env.spec.action_high)
+    np.testing.assert_allclose(policy.act(raw[0]), expected, atol=PARITY_TOLERANCE)
+
+
+def test_dict_observations_become_named_inputs_with_dynamic_batch(tmp_path, make_run_dir):
+    run_dir = make_run_dir("td3", "dmc:cheetah-run", "dict", True)
+    out = tmp_path / "p.onnx"
+    export_run(run_dir, out, parity_samples=20)
+    model = onnx.load(out)
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["position", "velocity"]
+    for name, size in (("position", 8), ("velocity", 9)):
+        dims = inputs[name].type.tensor_type.shape.dim
+        assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
+        assert dims[1].dim_value == size
+    policy = runtime.load(out)
+    for batch in (1, 7, 64):
+        obs = {"position": np.zeros((batch, 8), np.float32), "velocity": np.ones((batch, 9), np.float32)}
+        assert policy.act_batch(obs).shape == (batch, 6)
+
+
+def test_metadata_records_the_contract(td3_export):
+    run_dir, out, _ = td3_export
+    model = onnx.load(out)
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = runtime.load(out).metadata
+    config = load_config(run_dir / "config.yaml")
+    assert props["rlcontrol.format"] == "rlcontrol-policy/1"
+    assert meta.algorithm == "td3" and meta.env_id == "dmc:cartpole-swingup"
+    assert meta.action_names == ("slide",)
+    assert meta.action_low == (-1.0,) and meta.action_high == (1.0,)
+    assert meta.control_period == pytest.approx(0.01)
+    assert meta.config_sha256 == config.digest()
+    assert meta.checkpoint_sha256 == hashlib.sha256((run_dir / "policy.pt").read_bytes()).hexdigest()
+    assert meta.version and meta.obs_normalization == "in-graph"
+    (obs,) = meta.observations
+    assert (obs.name, obs.shape, obs.dtype, obs.history) == ("observation", (5,), "float32", 1)
+    assert obs.components == (("position", (3,)), ("velocity", (2,)))
+    assert json.loads(props["rlcontrol.actions"])["output"] == "action"
+
+
+def test_export_is_atomic_and_leaves_no_temp_files(td3_export):
+    _, out, summary = td3_export
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == summary["sha256"]
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
