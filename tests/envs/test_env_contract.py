@@ -61,6 +61,11 @@ def check_spec(spec: envs.EnvSpec, env_id: str, obs_format: str) -> None:
     assert np.all(spec.action_low <= spec.action_high)
     assert spec.control_period > 0 and spec.action_repeat == 1
     assert spec.max_episode_steps is None or spec.max_episode_steps > 0
+    # Deployment contract (exported into ONNX metadata): one name per action, and for flat
+    # observations a named layout that adds up to the vector.
+    assert len(spec.action_names) == spec.action_dim and all(spec.action_names)
+    if obs_format == "flat" and spec.obs_layout:
+        assert sum(int(np.prod(shape)) for _, shape in spec.obs_layout) == spec.observation.shape[0]
     observation_type = envs.ArraySpec if obs_format == "flat" else dict
     assert isinstance(spec.observation, observation_type)
 
