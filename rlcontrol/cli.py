@@ -5,6 +5,9 @@
     rlcontrol export RUN_DIR --out policy.onnx [--json]
     rlcontrol inspect policy.onnx [--sha256 HEX] [--json]
     rlcontrol bench-policy policy.onnx [--calls N] [--run RUN_DIR] [--json]
+    rlcontrol deploy --policy policy.onnx --robot sim [--env ENV] [--episodes N] [--duration S] [--rate HZ]
+                     [--real-time-factor X] [--record BAG] [--json]
+    rlcontrol bag-to-replay BAG --out replay.safetensors [--policy policy.onnx] [--json]
 
 Bad input (a config, a flag, a file) prints one line `rlcontrol: error: ...` on stderr and
 exits with code 2; with --json the last line on stdout is one JSON object.
@@ -46,6 +49,16 @@ def _int_at_least(minimum: int):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 _non_negative_int = _int_at_least(0)
 
 
@@ -89,6 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--calls", type=_positive_int, default=10_000, help="timed calls per backend (default 10000)")
     bp.add_argument("--run", help="run folder for the eager PyTorch side (default: the one recorded at export)")
     bp.add_argument("--json", action="store_true")
+
+    dp = sub.add_parser("deploy", help="run an exported policy through ROS 2 against the simulated robot")
+    dp.add_argument("--policy", required=True, help="an exported policy.onnx")
+    dp.add_argument("--robot", default="sim", help="'sim': the MuJoCo robot node (the only built-in robot)")
+    dp.add_argument("--env", help="task for the simulated robot (default: the policy's training task)")
+    dp.add_argument("--episodes", type=_positive_int, default=None, help="stop after N episodes (default 2)")
+    dp.add_argument("--duration", type=_positive_float, default=None, help="stop after S seconds")
+    dp.add_argument("--rate", type=_positive_float, default=None, help="control rate in Hz (default: the policy's)")
+    dp.add_argument("--real-time-factor", type=_positive_float, default=1.0,
+                    help="simulated seconds per wall-clock second (default 1: real time)")
+    dp.add_argument("--record", help="write observations, commands, rewards and episodes to this rosbag2 (MCAP)")
+    dp.add_argument("--seed", type=_non_negative_int, default=0)
+    dp.add_argument("--json", action="store_true")
+
+    try:
+        from ros_nodes import bag_tools
+    except ImportError:  # ROS 2 extras not installed: the command is simply absent
+        bag_tools = None
+    if bag_tools is not None:
+        bag_tools.add_parser(sub)
     return parser
 
 
@@ -167,8 +200,37 @@ def cmd_bench_policy(args) -> dict:
     return result
 
 
+def cmd_deploy(args) -> dict:
+    try:
+        from ros_nodes.launch import deploy
+    except ImportError as exc:
+        from rlcontrol.errors import UserError as _UserError
+
+        raise _UserError(f"ROS 2 is not installed ({exc.name}); run scripts/setup.sh ros") from None
+    episodes = args.episodes if args.episodes or args.duration else 2
+    summary = deploy(args.policy, env_id=args.env, robot=args.robot, duration=args.duration, episodes=episodes,
+                     rate_hz=args.rate, real_time_factor=args.real_time_factor, record=args.record, seed=args.seed)
+    if not args.json:
+        d = summary["diagnostics"]
+        returns = ", ".join(f"{r:.1f}" for r in summary["returns"])
+        print(f"deployed through ROS 2: {summary['episodes']} episodes on {summary['env_id']}, returns [{returns}]")
+        if d:
+            print(f"policy node: {d.get('loop_rate_hz', 0):.1f} Hz, tick latency p50 {d.get('latency_p50_ms', 0):.3f} ms "
+                  f"p99 {d.get('latency_p99_ms', 0):.3f} ms, missed ticks {100 * d.get('missed_tick_fraction', 0):.2f}%")
+    return summary
+
+
+def cmd_bag_to_replay(args) -> dict:
+    from ros_nodes import bag_tools
+
+    summary = bag_tools.run(args)
+    if not args.json:
+        print(json.dumps(summary))
+    return summary
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
-            "bench-policy": cmd_bench_policy}
+            "bench-policy": cmd_bench_policy, "deploy": cmd_deploy, "bag-to-replay": cmd_bag_to_replay}
 
 
 def main(argv: list[str] | None = None) -> int:

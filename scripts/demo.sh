@@ -7,7 +7,7 @@
 # Usage: scripts/demo.sh [extra `rlcontrol train` flags, e.g. --steps 40000 --seed 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh ros
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 run_dir="runs/demo-$(date +%Y%m%d-%H%M%S)"
 .venv/bin/rlcontrol train configs/td3_cartpole_swingup.yaml --run-dir "$run_dir" "$@"

@@ -1,0 +1,216 @@
+"""`rlcontrol deploy`: start, drive and supervise the deploy path on one machine.
+
+    rlcontrol deploy --policy policy.onnx --robot sim [--env ENV] [--duration S] [--episodes N]
+                     [--rate HZ] [--real-time-factor X] [--record BAG] [--json]
+
+Starts the simulated robot and the policy node (and the recorder) as separate processes
+talking over real DDS, drives the policy node's lifecycle through its services
+(configure -> activate, and deactivate at the end, which publishes the safe command),
+collects episode returns from /robot/episode and the node's latency figures from
+/diagnostics, then stops everything. A child that dies early is reported, and the other
+children are stopped. Nothing external is needed: the DDS discovery stays on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlcontrol.errors import UserError
+
+NODE = "policy_node"
+ROBOT = "sim_robot"
+
+
+@dataclass
+class DeployResult:
+    episodes: list[dict] = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        returns = [e["return"] for e in self.episodes]
+        return {"episodes": len(returns), "returns": returns,
+                "mean_return": sum(returns) / len(returns) if returns else None,
+                "diagnostics": self.diagnostics, "wall_s": self.wall_s}
+
+
+def _action_repeat(env_id: str, control_period: float) -> int:
+    """The policy was trained at control_period = base period x action repeat: recover the repeat."""
+    import envs
+
+    try:
+        env = envs.make(env_id)
+    except Exception as exc:  # noqa: BLE001 - unknown id, bad task: the user's input
+        raise UserError(f"--env {env_id!r}: {str(exc).splitlines()[0]}") from None
+    base = env.spec.control_period
+    env.close()
+    repeat = round(control_period / base)
+    if repeat < 1 or abs(repeat * base - control_period) > 1e-6 * max(1.0, control_period):
+        raise UserError(f"the policy's control period {control_period:g} s is not a multiple of {env_id}'s "
+                        f"{base:g} s; is it the right --env?")
+    return repeat
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    handle = open(log, "w")  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", duration: float | None = None,
+           episodes: int | None = 2, rate_hz: float | None = None, real_time_factor: float = 1.0,
+           record: str | None = None, seed: int = 0, log_dir: str | None = None, quiet: bool = False,
+           realtime_priority: int = 0) -> dict:
+    from rlcontrol.deploy import runtime
+
+    if robot != "sim":
+        raise UserError(f"--robot {robot!r}: only 'sim' is built in; on a real robot run the policy node "
+                        "(ros_nodes/policy_node.py) in your ROS 2 launch instead")
+    policy = runtime.load(policy_path, warmup=1)
+    meta = policy.metadata
+    env_id = env_id or meta.env_id
+    repeat = _action_repeat(env_id, meta.control_period)
+    rate_hz = rate_hz or 1.0 / meta.control_period
+    if record and Path(record).exists():
+        raise UserError(f"--record {record} already exists; choose a new bag path")
+    logs = Path(log_dir or Path(policy_path).resolve().parent / "deploy-logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+    import rclpy
+
+    rclpy.init(args=["--ros-args", "--disable-rosout-logs"])
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        monitor = _Monitor()
+        children["sim_robot"] = _spawn(["-m", "ros_nodes.sim_robot", "--env", env_id, "--seed", str(seed),
+                                        "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
+                                        "--no-autostart"],
+                                       env, logs / "sim_robot.log")
+        children[NODE] = _spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
+                                 f"model_path:={Path(policy_path).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
+                                 "-p", f"obs_timeout_s:={float(max(0.25, 5 * meta.control_period / real_time_factor))!r}",
+                                 "-p", f"realtime_priority:={int(realtime_priority)}"],
+                                env, logs / "policy_node.log")
+        if record:
+            names = [c for o in meta.observations for c, _ in (o.components or ((o.name, o.shape),))]
+            children["recorder"] = _spawn(["-m", "ros_nodes.recorder", "--out", record, "--obs-names", ",".join(names)],
+                                          env, logs / "recorder.log")
+        result = monitor.run(children, episodes=episodes, duration=duration, quiet=quiet)
+    finally:
+        codes = {name: _stop(proc) for name, proc in children.items()}
+        if rclpy.ok():
+            rclpy.shutdown()
+    summary = {**result.summary(), "env_id": env_id, "action_repeat": repeat, "rate_hz": rate_hz,
+               "real_time_factor": real_time_factor, "exit_codes": codes, "logs": str(logs)}
+    if record:
+        summary["bag"] = record
+    return summary
+
+
+class _Monitor:
+    """A small rclpy node in the launcher: drives the lifecycle and listens to results."""
+
+    def __init__(self):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from lifecycle_msgs.srv import ChangeState
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from std_msgs.msg import String
+
+        from ros_nodes import topics
+
+        self.node = Node("rlcontrol_deploy")
+        self.change = {name: self.node.create_client(ChangeState, f"/{name}/change_state") for name in (NODE, ROBOT)}
+        self.result = DeployResult()
+        episode_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, topics.EPISODE, self._on_episode, episode_qos)
+        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 10)
+
+    def _on_episode(self, msg) -> None:
+        event = json.loads(msg.data)
+        if event.get("event") == "end":
+            self.result.episodes.append(event)
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("rlcontrol policy"):
+                self.result.diagnostics = {kv.key: _number(kv.value) for kv in status.values}
+
+    def _transition(self, name: str, transition_id: int, label: str, timeout: float = 30.0) -> None:
+        import rclpy
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.change[name]
+        deadline = time.monotonic() + timeout
+        while not client.wait_for_service(timeout_sec=0.2):
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise UserError(f"{name} did not come up within {timeout:.0f} s (see its log)")
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
+        if not future.done() or not future.result().success:
+            raise UserError(f"{name} refused to {label} (its log says why)")
+
+    def _check_children(self) -> None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                raise UserError(f"{name} exited early with code {proc.returncode} (see its log)")
+
+    def run(self, children: dict, *, episodes: int | None, duration: float | None, quiet: bool) -> DeployResult:
+        import rclpy
+        from lifecycle_msgs.msg import Transition
+
+        self.children = children
+        # The policy is in control before the robot's first episode starts: every episode counts.
+        self._transition(NODE, Transition.TRANSITION_CONFIGURE, "configure")
+        self._transition(ROBOT, Transition.TRANSITION_CONFIGURE, "configure")
+        self._transition(NODE, Transition.TRANSITION_ACTIVATE, "activate")
+        self._transition(ROBOT, Transition.TRANSITION_ACTIVATE, "activate")
+        start = time.monotonic()
+        while True:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            self._check_children()
+            if episodes and len(self.result.episodes) >= episodes:
+                break
+            if duration and time.monotonic() - start >= duration:
+                break
+        self.result.wall_s = time.monotonic() - start
+        self._transition(ROBOT, Transition.TRANSITION_DEACTIVATE, "deactivate")
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # one more diagnostics message with the final figures
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        self._transition(NODE, Transition.TRANSITION_DEACTIVATE, "deactivate")
+        return self.result
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text

@@ -1,0 +1,372 @@
+"""The policy node: a managed (lifecycle) ROS 2 node that runs an exported ONNX policy at a
+fixed rate and never sends the robot something unsafe.
+
+    unconfigured --configure--> inactive --activate--> active --deactivate--> inactive
+      configure:   load and validate the policy (metadata, optional sha256), the parameters and
+                   the observation mapping; anything wrong -> FAILURE, stays unconfigured, and
+                   the log line names the problem
+      activate:    re-check the observation contract, start the control timer
+      deactivate:  publish the safe command, stop the timer
+    Nothing is published while unconfigured or inactive (lifecycle publisher + timer).
+
+Each control tick (`_tick`): watchdog and e-stop first, then the policy on the freshest
+observation, then the safety layer (clamp, rate limit, non-finite guard), then publish.
+
+Timing. The ticks come from a dedicated control thread that sleeps to absolute deadlines
+(start + k * period), not from an rclpy timer: a timer fires only when the executor gets
+round to it, so any callback (a log line, diagnostics, a burst of sensor messages) delays
+it, and rclpy's executors add hundreds of microseconds of jitter on their own. The
+callbacks (sensors, e-stop, lifecycle services, diagnostics) run on rclpy's C++
+EventsExecutor in the main thread; they only copy data and set flags. The e-stop callback
+publishes the safe command itself, at once, instead of waiting for the next tick. The
+interpreter's thread switch interval is shortened so the control thread gets the GIL within
+~0.2 ms of its deadline even while another thread runs Python. The garbage collector is
+frozen while active and only collects when a tick leaves slack (safety.GcGuard).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from rclpy.executors import ExternalShutdownException
+from rclpy.experimental import EventsExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Bool, Empty, Float64MultiArray
+
+from ros_nodes import topics
+from ros_nodes.observation_map import MappingError, RejectedMessage, build_sources
+from ros_nodes.safety import GcGuard, LatencyStats, SafetyLayer, TickStats
+
+MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist}
+TWIST_SLOTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, name: str = "policy_node", **kwargs):
+        super().__init__(name, **kwargs)
+        self.declare_parameter("model_path", "")
+        self.declare_parameter("expected_sha256", "")
+        self.declare_parameter("control_rate_hz", 100.0)
+        self.declare_parameter("obs_timeout_s", 0.1)
+        self.declare_parameter("max_delta", [0.0])  # largest change per tick, per action (0: off)
+        self.declare_parameter("safe_command", [0.0])  # physical; default zeros clipped into bounds
+        self.declare_parameter("observation_map", "{}")  # JSON: component -> {topic, type, field, joints}
+        self.declare_parameter("command_topic", topics.COMMAND)
+        self.declare_parameter("command_type", "Float64MultiArray")  # or Twist
+        self.declare_parameter("twist_slots", [""])  # Twist output: slot per action, e.g. linear.x
+        self.declare_parameter("estop_topic", topics.ESTOP)
+        self.declare_parameter("estop_reset_topic", topics.ESTOP_RESET)
+        self.declare_parameter("diagnostics_period_s", 1.0)
+        # SCHED_FIFO priority for the control thread (1-99; 0: normal scheduling). Needs
+        # CAP_SYS_NICE or an rtprio limit, as ros2_control's realtime threads do; if the OS
+        # refuses, the node logs it once and runs with normal scheduling.
+        self.declare_parameter("realtime_priority", 0)
+        self.policy = None
+        self._loop: threading.Thread | None = None
+        self._running = threading.Event()
+        self._publish_lock = threading.Lock()  # the control thread and the e-stop callback both publish
+        self._obs_lock = threading.Lock()  # a tick never sees a message half copied in
+        self._io = []  # subscriptions, publishers and timers made in configure, destroyed in cleanup
+        self.rejected = 0
+        self.gc = GcGuard()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: BLE001 - any failure must leave the node unconfigured, with a reason
+            self.get_logger().error(f"configure refused: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.policy.metadata.algorithm} policy for {self.policy.metadata.env_id} "
+                               f"on {self.policy.provider}, {self.rate_hz:g} Hz")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        from rlcontrol.deploy import runtime
+
+        p = self._params()
+        if not p["model_path"]:
+            raise ValueError("parameter model_path is empty")
+        self.policy = runtime.load(p["model_path"], expected_sha256=p["expected_sha256"] or None)
+        meta = self.policy.metadata
+        self.rate_hz = p["control_rate_hz"]
+        if not 0 < self.rate_hz <= 2000:
+            raise ValueError(f"control_rate_hz must be in (0, 2000], got {self.rate_hz}")
+        self.period = 1.0 / self.rate_hz
+        self._build_observation(json.loads(p["observation_map"] or "{}"))
+        low, high = np.array(meta.action_low), np.array(meta.action_high)
+        safe = np.array(p["safe_command"], dtype=np.float64)
+        max_delta = np.array(p["max_delta"], dtype=np.float64)
+        self.safety = SafetyLayer(low, high, safe_command=safe if safe.size == meta.action_dim else None,
+                                  max_delta=max_delta if max_delta.size == meta.action_dim and max_delta.any() else None,
+                                  obs_timeout_s=p["obs_timeout_s"], required=[s.topic for s in self.sources])
+        self._make_output(p, meta.action_dim)
+        self._make_inputs(p)
+        self.latency = LatencyStats(100_000)
+        self.ticks = TickStats(self.period, 100_000)
+        self._io.append(self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics))
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        problem = self._contract_problem()
+        if problem:
+            self.get_logger().error(f"activate refused: {problem}")
+            return TransitionCallbackReturn.FAILURE
+        result = super().on_activate(state)  # activates the lifecycle publisher
+        self.gc.enter_control()
+        self._running.set()
+        self._loop = threading.Thread(target=self._control_loop, name="control", daemon=True)
+        self._loop.start()
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self._publish(self.safety.safe_command)  # publisher still active inside this callback
+        self.gc.exit_control()
+        return super().on_deactivate(state)
+
+    def _stop_loop(self) -> None:
+        self._running.clear()
+        if self._loop is not None:
+            self._loop.join(timeout=1.0)
+            self._loop = None
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self.gc.exit_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        for entity in self._io:
+            for destroy in (self.destroy_subscription, self.destroy_publisher, self.destroy_timer):
+                try:
+                    if destroy(entity):
+                        break
+                except Exception:  # noqa: BLE001,S112 - wrong kind for this destroy_*: try the next
+                    continue
+        self._io.clear()
+        self.policy = None
+
+    # ------------------------------------------------------------------ construction
+
+    def _params(self) -> dict:
+        names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
+                 "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
+                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority")
+        return {n: self.get_parameter(n).value for n in names}
+
+    def _build_observation(self, mapping: dict) -> None:
+        """One buffer per policy input; each source fills its slice (see observation_map)."""
+        self.obs = {}
+        self.sources = []
+        for spec in self.policy.metadata.observations:
+            if spec.dtype != "float32":
+                raise MappingError(f"input {spec.name!r} is {spec.dtype}: only numeric vectors come from topics")
+            buffer = np.zeros(spec.shape, dtype=np.float32)
+            flat = buffer.reshape(-1)
+            components = list(spec.components) or [(spec.name, spec.shape)]
+            for source in build_sources(components, {k: v for k, v in mapping.items()
+                                                     if k in {c for c, _ in components}}):
+                source.out = flat[source.offset:source.offset + source.size]
+                self.sources.append(source)
+            self.obs[spec.name] = buffer
+        mapped = {s.component for s in self.sources}
+        unknown = sorted(set(mapping) - mapped)
+        if unknown:
+            raise MappingError(f"observation_map names {unknown}, which the policy does not use")
+        self._obs_arg = next(iter(self.obs.values())) if len(self.obs) == 1 else self.obs
+        self._scratch = {s.topic + "/" + s.component: np.zeros(s.size) for s in self.sources}
+
+    def _make_inputs(self, p: dict) -> None:
+        by_topic: dict[tuple[str, str], list] = {}
+        for s in self.sources:
+            by_topic.setdefault((s.topic, s.type), []).append(s)
+        for (topic, kind), sources in by_topic.items():
+            self._io.append(self.create_subscription(
+                MSG_CLASSES[kind], topic, lambda msg, ss=sources, t=topic: self._on_sensor(t, ss, msg),
+                qos_profile_sensor_data if kind != "Float64MultiArray" else QoSProfile(depth=1)))
+        self._io.append(self.create_subscription(Bool, p["estop_topic"], self._on_estop,
+                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)))
+        self._io.append(self.create_subscription(Empty, p["estop_reset_topic"], self._on_estop_reset,
+                                                 QoSProfile(depth=10)))
+
+    def _make_output(self, p: dict, action_dim: int) -> None:
+        self.command_type = p["command_type"]
+        if self.command_type == "Twist":
+            slots = [s for s in p["twist_slots"] if s]
+            if len(slots) != action_dim or any(s not in TWIST_SLOTS for s in slots):
+                raise ValueError(f"command_type Twist needs twist_slots with {action_dim} entries from {TWIST_SLOTS}")
+            self.twist_slots = [tuple(s.split(".")) for s in slots]
+            msg_type = Twist
+        elif self.command_type == "Float64MultiArray":
+            msg_type = Float64MultiArray
+        else:
+            raise ValueError(f"command_type must be Float64MultiArray or Twist, got {self.command_type!r}")
+        # Reliable, shallow: every command should arrive, but a late one is worse than the next.
+        self.command_pub = self.create_lifecycle_publisher(msg_type, p["command_topic"], QoSProfile(depth=1))
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QoSProfile(depth=10))
+        self._io += [self.command_pub, self.diag_pub]
+
+    def _contract_problem(self) -> str | None:
+        if self.policy is None:
+            return "no policy loaded"
+        meta = self.policy.metadata
+        for spec in meta.observations:
+            if spec.history != 1:
+                return f"input {spec.name!r} declares a history of {spec.history} frames; this node feeds 1"
+        sizes = sum(s.size for s in self.sources)
+        needed = sum(int(np.prod(o.shape)) for o in meta.observations)
+        if sizes != needed:
+            return f"the mapped sources give {sizes} values, the policy needs {needed}"
+        return None
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_sensor(self, topic: str, sources, msg) -> None:
+        now = time.monotonic()
+        try:
+            for s in sources:  # validate into scratch first: a bad message must not half-update
+                s.extract(msg, self._scratch[s.topic + "/" + s.component])
+        except RejectedMessage as exc:
+            self.rejected += 1
+            self.get_logger().warn(f"rejected message: {exc}", throttle_duration_sec=1.0)
+            return
+        with self._obs_lock:
+            for s in sources:
+                s.out[:] = self._scratch[s.topic + "/" + s.component]
+            self.safety.feed(topic, now)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            self.safety.estop.trip()
+            self._publish(self.safety.safe_command)  # now, not at the next tick
+            self.get_logger().warn("e-stop: latched; publish on the reset topic to clear it")
+
+    def _on_estop_reset(self, msg: Empty) -> None:
+        self.safety.estop.reset()
+        self.get_logger().info("e-stop reset")
+
+    def _control_loop(self) -> None:
+        """Tick at absolute deadlines; a late tick runs at once and the schedule skips ahead
+        (counted as missed ticks by TickStats) rather than bunching up to catch up."""
+        self._set_realtime(self.get_parameter("realtime_priority").value)
+        deadline = time.monotonic()
+        while self._running.is_set():
+            now = time.monotonic()
+            if deadline > now:
+                time.sleep(deadline - now)
+            self._tick()
+            deadline += self.period
+            now = time.monotonic()
+            if now - deadline > self.period:
+                deadline = now
+
+    def _set_realtime(self, priority: int) -> None:
+        if priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(min(priority, 99)))
+        except (OSError, AttributeError) as exc:
+            self.get_logger().warn(f"realtime_priority {priority} refused by the OS ({exc}); normal scheduling")
+
+    def _tick(self) -> None:
+        start = time.monotonic()
+        self.ticks.add(start)
+        action, obs_finite = None, True
+        if not self.safety.estop.active and not self.safety.stale(start):
+            try:
+                with self._obs_lock:
+                    action = self.policy.act(self._obs_arg)
+            except ValueError:  # NonFiniteObservation / NonFiniteAction: the safety layer decides
+                obs_finite = False
+        command, _reason = self.safety.command(action, start, obs_finite)
+        self._publish(command)
+        done = time.monotonic()
+        self.latency.add(done - start)
+        self.gc.collect_if_slack(self.period - (done - start))
+
+    def _publish(self, command: np.ndarray) -> None:
+        if self.command_type == "Twist":
+            msg = Twist()
+            for (group, axis), value in zip(self.twist_slots, command):
+                setattr(getattr(msg, group), axis, float(value))
+        else:
+            msg = Float64MultiArray()
+            msg.data = command.tolist()
+        with self._publish_lock:
+            self.command_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        if self.policy is None:
+            return
+        c = self.safety.counters
+        lat = self.latency.summary()
+        status = DiagnosticStatus(name="rlcontrol policy_node", hardware_id=self.policy.sha256[:16])
+        status.level = (DiagnosticStatus.ERROR if self.safety.estop.active else
+                        DiagnosticStatus.WARN if c.get("stale", 0) else DiagnosticStatus.OK)
+        status.message = "e-stop latched" if self.safety.estop.active else "running"
+        values = {"loop_rate_hz": self.ticks.rate_hz(), "missed_tick_fraction": self.ticks.missed_fraction(),
+                  **{f"latency_{k}": v for k, v in lat.items()}, **c, "rejected_messages": self.rejected,
+                  **{f"gc_{k}": v for k, v in self.gc.stats().items()}}
+        status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`policy_node --ros-args -p model_path:=policy.onnx ...`; `--autostart` configures and activates.
+
+    SIGINT/SIGTERM only set a flag; the loop below then stops the control thread (which
+    publishes the safe command on deactivation) before the ROS context goes away.
+    """
+    args = list(sys.argv if argv is None else argv)
+    autostart = "--autostart" in args
+    rclpy.init(args=[a for a in args if a != "--autostart"], signal_handler_options=SignalHandlerOptions.NO)
+    stop: list[bool] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.append(True))
+    sys.setswitchinterval(2e-4)  # the control thread waits at most ~0.2 ms for the GIL (default 5 ms)
+    node = PolicyNode()
+    executor = EventsExecutor()
+    executor.add_node(node)
+    code = 0
+    try:
+        if autostart and (node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+                          or node.trigger_activate() != TransitionCallbackReturn.SUCCESS):
+            code = 2
+        while code == 0 and not stop and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        if node._loop is not None:  # still active: stop ticking and leave the robot the safe command
+            node._stop_loop()
+            node._publish(node.safety.safe_command)
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

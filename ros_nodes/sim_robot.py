@@ -1,0 +1,385 @@
+"""A ROS 2 node that wraps any `envs/` task and behaves like the robot.
+
+With it the whole deploy path (policy node, safety layer, recorder) runs on one machine
+against exactly the topics a real robot offers (see `ros_nodes.topics`): the policy cannot
+tell it from hardware, and a recording of its topics holds exact transitions because the
+node publishes, per step, applied_command, reward, every observation component, then an
+"end" event if the episode ended; after a reset, a "start" event and the first observation.
+
+Like a robot it acts in physical units, clips commands into its own limits, refuses
+malformed commands, and falls back to the safe zero command when commands stop arriving.
+
+Run it with `python -m ros_nodes.sim_robot --env dmc:cartpole-swingup` (configures and
+activates itself), or with `--no-autostart` to leave the lifecycle to a manager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
+from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension, String
+
+from envs.core import scale_action, unscale_action
+from ros_nodes import topics
+
+NODE_NAME = "sim_robot"
+
+# Observations: RELIABLE so a recorder on loopback sees every state of a transition
+# (best-effort can drop one silently and break the (obs, action, next obs) chain), yet depth 1
+# so a slow consumer is never handed a backlog of stale states: only the newest state matters
+# to a policy. A best-effort (sensor-style) subscriber still matches a reliable publisher.
+OBS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE)
+# Reward and applied command feed evaluation and recordings: every sample must arrive.
+EVAL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+# Episode events are rare and define episode boundaries: transient_local keeps the last ten
+# for subscribers that join late (a recorder started after the robot still learns the episode).
+EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Commands: best-effort depth 1 matches both reliable and best-effort publishers (controllers
+# differ), and only the newest command matters; a lost one is replaced by the next, and the
+# command timeout covers a silent publisher.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE)
+
+# name: (default, description). Read in on_configure, so a lifecycle manager may set them first.
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "env_id": ("dmc:cartpole-swingup", "envs.make id of the simulated task"),
+    "seed": (0, "seed of episode 0; episode i is reset with seed + i"),
+    "action_repeat": (1, "physics control steps per command"),
+    "max_episode_steps": (0, "truncate episodes after this many steps; 0 = the task's own limit"),
+    "real_time_factor": (1.0, "1.0 steps at the control period in wall time; larger runs faster"),
+    "command_timeout_s": (0.5, "apply the safe zero command after this long without a good command; 0 = never"),
+    "episodes": (0, "stop stepping after this many episodes; 0 = run forever"),
+    "autostart": (False, "configure and activate at startup instead of waiting for a lifecycle manager"),
+    "command_topic": (topics.COMMAND, "physical command in spec action order"),
+    "applied_command_topic": (topics.APPLIED_COMMAND, "command applied on the last step"),
+    "reward_topic": (topics.REWARD, "reward of the last step"),
+    "episode_topic": (topics.EPISODE, "JSON start/end events"),
+    "obs_prefix": (topics.OBS_PREFIX, "observation component <name> is published on <obs_prefix><name>"),
+}
+
+
+class ConfigError(ValueError):
+    """A parameter value the robot cannot run with (reported as one line by main)."""
+
+
+def check_command(values: Sequence[float], action_dim: int) -> tuple[np.ndarray | None, str]:
+    """Returns (command, "") for a usable physical command or (None, reason) for a malformed one.
+
+    Wrong lengths and NaN/inf are refused rather than repaired: they signal a broken sender,
+    and guessing the missing joint or replacing NaN would move the robot on made-up data.
+    """
+    command = np.asarray(values, dtype=np.float64).reshape(-1)
+    if command.shape != (action_dim,):
+        return None, f"expected {action_dim} values, got {command.size}"
+    if not np.all(np.isfinite(command)):
+        return None, f"non-finite values {command.tolist()}"
+    return command, ""
+
+
+def physical_to_normalized(command: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Maps a physical command onto the env's [-1, 1] actions, clipped like a robot's limits.
+
+    A degenerate actuator (low == high) has only one possible value, so it maps to 0.
+    """
+    low = np.asarray(low, dtype=np.float64)
+    high = np.asarray(high, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalized = unscale_action(command, low, high)
+    normalized = np.where(high > low, normalized, 0.0)
+    return np.clip(normalized, -1.0, 1.0)
+
+
+def array_message(values: np.ndarray, label: str = "") -> Float64MultiArray:
+    """A flat Float64MultiArray whose single dimension carries `label` (the component name)."""
+    data = np.asarray(values, dtype=np.float64).reshape(-1)
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=data.size, stride=data.size)]
+    msg.data = data.tolist()
+    return msg
+
+
+class SimRobotNode(LifecycleNode):
+    """Lifecycle node stepping a simulated task on a wall-clock timer, like a robot's control loop.
+
+    configure builds the env, publishers and the command subscription; activate starts the
+    physics timer (and the first episode); deactivate pauses it mid-episode; cleanup closes
+    the env. One single-threaded executor runs everything: physics is cheap, commands only
+    store a value, and rejected-command logging is throttled, so the timer is never starved.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.env = None
+        self.spec = None
+        self.config_error = ""  # why the last configure failed, for main's one-line error
+        self.finished = False  # True once `episodes` episodes have ended
+        self.rejected_commands = 0
+        self._timer = None
+        self._subscription = None
+        self._publishers: list = []
+        self._reset_episode_state()
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.config_error = ""
+        try:
+            self._configure()
+        except (ValueError, TypeError) as err:  # envs raise UnknownEnvError (a ValueError) for bad ids
+            self.config_error = str(err)
+            if not self.get_parameter("autostart").value:  # with autostart, the caller reports it (main: one line)
+                self.get_logger().error(f"configure failed: {err}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if self._obs is None and not self.finished:
+            self._start_episode(0)
+        if not self.finished:
+            self._timer = self.create_timer(self._period, self._on_tick)
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_timer()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ setup
+
+    def _configure(self) -> None:
+        import envs  # deferred: simulator backends import slowly and main must parse args first
+
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        _check_parameters(p)
+        self._seed = int(p["seed"])
+        self._episodes = int(p["episodes"])
+        self._timeout = float(p["command_timeout_s"])
+        self.env = envs.make(p["env_id"], seed=self._seed, action_repeat=int(p["action_repeat"]),
+                             obs_format="dict", max_episode_steps=int(p["max_episode_steps"]) or None)
+        self.spec = self.env.spec
+        self._period = self.spec.control_period / float(p["real_time_factor"])
+        self._low = np.asarray(self.spec.action_low, dtype=np.float64)
+        self._high = np.asarray(self.spec.action_high, dtype=np.float64)
+        # What a robot does without orders: zero effort, moved into the limits if zero is outside.
+        self._safe_command = np.clip(np.zeros(self.spec.action_dim), self._low, self._high)
+        names = [name for name, _ in self.spec.obs_layout] or list(self.spec.observation)
+        self._obs_pubs = {name: self._publisher(Float64MultiArray, p["obs_prefix"] + name, OBS_QOS)
+                          for name in names}
+        self._applied_pub = self._publisher(Float64MultiArray, p["applied_command_topic"], EVAL_QOS)
+        self._reward_pub = self._publisher(Float64, p["reward_topic"], EVAL_QOS)
+        self._episode_pub = self._publisher(String, p["episode_topic"], EPISODE_QOS)
+        self._subscription = self.create_subscription(Float64MultiArray, p["command_topic"],
+                                                      self._on_command, COMMAND_QOS)
+        self.get_logger().info(
+            f"{self.spec.env_id}: actions {list(self.spec.action_names)} in [{self._low}, {self._high}], "
+            f"obs {names}, step every {self._period * 1e3:.2f} ms")
+
+    def _publisher(self, msg_type, topic: str, qos: QoSProfile):
+        pub = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._publishers.append(pub)
+        return pub
+
+    def _release(self) -> None:
+        """Stops stepping and frees everything configure made, so configure can run again."""
+        self._stop_timer()
+        for pub in self._publishers:
+            self.destroy_lifecycle_publisher(pub)
+        self._publishers = []
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+        self._reset_episode_state()
+        self.finished = False
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+
+    def _reset_episode_state(self) -> None:
+        self._obs = None
+        self._episode = 0
+        self._steps = 0
+        self._return = 0.0
+        self._command = None
+        self._command_time = 0.0
+
+    # ------------------------------------------------------------------ commands
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        command, reason = check_command(msg.data, self.spec.action_dim)
+        if command is None:
+            self.rejected_commands += 1
+            self.get_logger().warning(f"rejected command ({self.rejected_commands} so far): {reason}",
+                                      throttle_duration_sec=1.0)
+            return
+        self._command = command
+        self._command_time = time.monotonic()
+
+    def _current_command(self) -> np.ndarray:
+        """The last good command, or the safe one if none came or it is older than the timeout."""
+        stale = self._timeout > 0 and time.monotonic() - self._command_time > self._timeout
+        if self._command is None or stale:
+            return self._safe_command
+        return self._command
+
+    # ------------------------------------------------------------------ stepping
+
+    def _on_tick(self) -> None:
+        if self._obs is None:
+            return
+        normalized = physical_to_normalized(self._current_command(), self._low, self._high)
+        try:
+            result = self.env.step(normalized)
+        except Exception as err:  # a diverged simulation ends the episode, not the robot process
+            self.get_logger().error(f"episode {self._episode} failed at step {self._steps}: {err}")
+            self._end_episode(terminated=True, truncated=False, error=str(err))
+            return
+        applied = result.info.get("applied_action")
+        if applied is None:
+            applied = scale_action(normalized, self._low, self._high)
+        self._steps += 1
+        self._return += float(result.reward)
+        self._applied_pub.publish(array_message(applied))
+        self._reward_pub.publish(Float64(data=float(result.reward)))
+        self._publish_obs(result.obs)
+        if result.terminated or result.truncated:
+            self._end_episode(bool(result.terminated), bool(result.truncated))
+
+    def _end_episode(self, terminated: bool, truncated: bool, error: str = "") -> None:
+        self._publish_event("end", terminated=terminated, truncated=truncated, **({"error": error} if error else {}))
+        if self._episodes and self._episode + 1 >= self._episodes:
+            self._obs = None
+            self.finished = True
+            self._stop_timer()
+            self.get_logger().info(f"finished {self._episodes} episode(s)")
+        else:
+            self._start_episode(self._episode + 1)
+
+    def _start_episode(self, episode: int) -> None:
+        self._episode, self._steps, self._return = episode, 0, 0.0
+        seed = self._seed + episode  # reproducible yet different per episode
+        self._obs = self.env.reset(seed=seed)
+        self._publish_event("start", terminated=False, truncated=False, seed=seed)
+        self._publish_obs(self._obs)
+
+    def _publish_obs(self, obs: dict) -> None:
+        for name, pub in self._obs_pubs.items():
+            pub.publish(array_message(obs[name], label=name))
+
+    def _publish_event(self, event: str, **extra) -> None:
+        body = {"event": event, "episode": self._episode, "steps": self._steps,
+                "return": self._return, **extra}
+        self._episode_pub.publish(String(data=json.dumps(body)))
+
+
+def _check_parameters(p: dict) -> None:
+    if not float(p["real_time_factor"]) > 0 or not math.isfinite(float(p["real_time_factor"])):
+        raise ConfigError(f"real_time_factor must be a positive number, got {p['real_time_factor']}")
+    if int(p["action_repeat"]) < 1:
+        raise ConfigError(f"action_repeat must be >= 1, got {p['action_repeat']}")
+    for name in ("episodes", "max_episode_steps"):
+        if int(p[name]) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {p[name]}")
+    if float(p["command_timeout_s"]) < 0:
+        raise ConfigError(f"command_timeout_s must be >= 0, got {p['command_timeout_s']}")
+
+
+# ---------------------------------------------------------------------- command line
+
+# flag dest -> node parameter; only flags given on the command line override --ros-args / defaults.
+_FLAG_PARAMETERS = {"env": "env_id", "seed": "seed", "action_repeat": "action_repeat",
+                    "real_time_factor": "real_time_factor", "episodes": "episodes",
+                    "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=NODE_NAME, description=__doc__.splitlines()[0])
+    parser.add_argument("--env", help="environment id, e.g. dmc:cartpole-swingup")
+    parser.add_argument("--seed", type=int, help="seed of episode 0 (default 0)")
+    parser.add_argument("--action-repeat", type=int, help="physics steps per command (default 1)")
+    parser.add_argument("--real-time-factor", type=float, help="1.0 = wall-clock control period (default)")
+    parser.add_argument("--episodes", type=int, help="exit after this many episodes; 0 = forever (default)")
+    parser.add_argument("--command-timeout", type=float, help="seconds until the safe command (default 0.5)")
+    parser.add_argument("--max-episode-steps", type=int, help="time limit in steps; 0 = the task's own")
+    parser.add_argument("--no-autostart", action="store_true",
+                        help="stay unconfigured until a lifecycle manager drives the node")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the simulated robot until SIGINT/SIGTERM (exit 0) or until its episodes are done."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(remove_ros_args([NODE_NAME, *argv])[1:])
+    overrides = [Parameter(param, value=getattr(args, dest)) for dest, param in _FLAG_PARAMETERS.items()
+                 if getattr(args, dest) is not None]
+    overrides.append(Parameter("autostart", value=not args.no_autostart))
+
+    stop = []
+    rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
+    # Our own handlers only set a flag: the spin loop below then shuts down in order, with no
+    # KeyboardInterrupt traceback from inside a callback.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.append(True))
+    node = SimRobotNode(parameter_overrides=overrides)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.config_error:
+            print(f"{NODE_NAME}: error: {node.config_error}", file=sys.stderr)
+            return 2
+        while not stop and not node.finished:
+            executor.spin_once(timeout_sec=0.1)
+        if node.finished:  # let subscribers acknowledge the last reliable messages before leaving
+            deadline = time.monotonic() + 0.5
+            while not stop and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+        return 0
+    finally:
+        node._release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

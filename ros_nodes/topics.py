@@ -1,0 +1,39 @@
+"""The topic contract between the policy node, the simulated robot and the recorder.
+
+Every name is a default: each node takes it as a parameter, so a real robot's topics can be
+mapped in without code changes.
+
+    /robot/obs/<name>  std_msgs/Float64MultiArray  one per observation component (names from the
+                       policy metadata's `components`, e.g. position, velocity); layout.dim[0].label
+                       carries the name; published by the robot at its sensor rate
+    /joint_states      sensor_msgs/JointState      actuated joints by name (position, velocity, effort)
+    /robot/command     std_msgs/Float64MultiArray  physical command in the metadata's action order,
+                       as ros2_control's forward command controllers take it
+    /robot/applied_command std_msgs/Float64MultiArray  the command the robot actually applied on its
+                       last step (after its own limits); what recordings use as the action
+    /robot/reward      std_msgs/Float64            reward of the step the robot just applied
+    /robot/episode     std_msgs/String             JSON: {"event": "start"|"end", "episode": int,
+                       "steps": int, "return": float, "terminated": bool, "truncated": bool}
+    /estop             std_msgs/Bool               true = stop now; latched by the policy node
+    /estop/reset       std_msgs/Empty              clears a latched e-stop
+    /diagnostics       diagnostic_msgs/DiagnosticArray
+
+Per step the simulated robot publishes, in this order: applied_command, reward, then every
+observation component of the new state, then (if the episode ended) an "end" event; after a
+reset it publishes a "start" event and the first observation. A recording of these topics
+therefore holds exact (obs, action, reward, next obs, ending) transitions.
+"""
+
+OBS_PREFIX = "/robot/obs/"
+JOINT_STATES = "/joint_states"
+COMMAND = "/robot/command"
+APPLIED_COMMAND = "/robot/applied_command"
+REWARD = "/robot/reward"
+EPISODE = "/robot/episode"
+ESTOP = "/estop"
+ESTOP_RESET = "/estop/reset"
+DIAGNOSTICS = "/diagnostics"
+
+
+def obs_topic(name: str) -> str:
+    return OBS_PREFIX + name
