@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--rate", type=_positive_float, default=None, help="control rate in Hz (default: the policy's)")
     dp.add_argument("--real-time-factor", type=_positive_float, default=1.0,
                     help="simulated seconds per wall-clock second (default 1: real time)")
+    dp.add_argument("--trigger", choices=("observation", "timer"), default="observation",
+                    help="policy node ticks on each complete observation (default; what training did) or on a timer")
+    dp.add_argument("--realtime-priority", type=_non_negative_int, default=0,
+                    help="SCHED_FIFO priority for the control thread (needs permission; 0: off)")
     dp.add_argument("--record", help="write observations, commands, rewards and episodes to this rosbag2 (MCAP)")
     dp.add_argument("--seed", type=_non_negative_int, default=0)
     dp.add_argument("--json", action="store_true")
@@ -209,7 +213,8 @@ def cmd_deploy(args) -> dict:
         raise _UserError(f"ROS 2 is not installed ({exc.name}); run scripts/setup.sh ros") from None
     episodes = args.episodes if args.episodes or args.duration else 2
     summary = deploy(args.policy, env_id=args.env, robot=args.robot, duration=args.duration, episodes=episodes,
-                     rate_hz=args.rate, real_time_factor=args.real_time_factor, record=args.record, seed=args.seed)
+                     rate_hz=args.rate, real_time_factor=args.real_time_factor, record=args.record, seed=args.seed,
+                     trigger=args.trigger, realtime_priority=args.realtime_priority)
     if not args.json:
         d = summary["diagnostics"]
         returns = ", ".join(f"{r:.1f}" for r in summary["returns"])

@@ -78,7 +78,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", duration: float | None = None,
            episodes: int | None = 2, rate_hz: float | None = None, real_time_factor: float = 1.0,
            record: str | None = None, seed: int = 0, log_dir: str | None = None, quiet: bool = False,
-           realtime_priority: int = 0) -> dict:
+           realtime_priority: int = 0, trigger: str = "timer") -> dict:
     from rlcontrol.deploy import runtime
 
     if robot != "sim":
@@ -88,7 +88,9 @@ def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", d
     meta = policy.metadata
     env_id = env_id or meta.env_id
     repeat = _action_repeat(env_id, meta.control_period)
-    rate_hz = rate_hz or 1.0 / meta.control_period
+    # The robot steps every control_period / real_time_factor seconds; tick at least twice as fast
+    # so that a timer-triggered node always has a command ready from the newest observation.
+    rate_hz = rate_hz or max(100.0, 2.0 * real_time_factor / meta.control_period)
     if record and Path(record).exists():
         raise UserError(f"--record {record} already exists; choose a new bag path")
     logs = Path(log_dir or Path(policy_path).resolve().parent / "deploy-logs")
@@ -110,7 +112,7 @@ def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", d
         children[NODE] = _spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                  f"model_path:={Path(policy_path).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
                                  "-p", f"obs_timeout_s:={float(max(0.25, 5 * meta.control_period / real_time_factor))!r}",
-                                 "-p", f"realtime_priority:={int(realtime_priority)}"],
+                                 "-p", f"realtime_priority:={int(realtime_priority)}", "-p", f"trigger:={trigger}"],
                                 env, logs / "policy_node.log")
         if record:
             names = [c for o in meta.observations for c, _ in (o.components or ((o.name, o.shape),))]

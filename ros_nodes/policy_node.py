@@ -73,6 +73,10 @@ class PolicyNode(LifecycleNode):
         # CAP_SYS_NICE or an rtprio limit, as ros2_control's realtime threads do; if the OS
         # refuses, the node logs it once and runs with normal scheduling.
         self.declare_parameter("realtime_priority", 0)
+        # "timer": tick at control_rate_hz. "observation": tick as soon as every input has a new
+        # message (observation-to-command latency is then compute time, not up to one period
+        # of waiting), and still at least every 1/control_rate_hz so the watchdog keeps running.
+        self.declare_parameter("trigger", "timer")
         self.policy = None
         self._loop: threading.Thread | None = None
         self._running = threading.Event()
@@ -116,7 +120,16 @@ class PolicyNode(LifecycleNode):
                                   obs_timeout_s=p["obs_timeout_s"], required=[s.topic for s in self.sources])
         self._make_output(p, meta.action_dim)
         self._make_inputs(p)
-        self.latency = LatencyStats(100_000)
+        self.trigger = p["trigger"]
+        if self.trigger not in ("timer", "observation"):
+            raise ValueError(f"trigger must be 'timer' or 'observation', got {self.trigger!r}")
+        self.latency = LatencyStats(100_000)  # tick start -> command published
+        self.obs_latency = LatencyStats(100_000)  # newest sensor message received -> command published
+        self._newest_obs = 0.0
+        self._used_obs = 0.0
+        self._updated: set[str] = set()
+        self._all_topics = {s.topic for s in self.sources}
+        self._obs_ready = threading.Event()
         self.ticks = TickStats(self.period, 100_000)
         self._io.append(self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics))
 
@@ -170,7 +183,7 @@ class PolicyNode(LifecycleNode):
     def _params(self) -> dict:
         names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
                  "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
-                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority")
+                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority", "trigger")
         return {n: self.get_parameter(n).value for n in names}
 
     def _build_observation(self, mapping: dict) -> None:
@@ -253,6 +266,11 @@ class PolicyNode(LifecycleNode):
             for s in sources:
                 s.out[:] = self._scratch[s.topic + "/" + s.component]
             self.safety.feed(topic, now)
+            self._newest_obs = now
+            self._updated.add(topic)
+            if self._updated >= self._all_topics:
+                self._updated.clear()
+                self._obs_ready.set()
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
@@ -269,9 +287,14 @@ class PolicyNode(LifecycleNode):
         (counted as missed ticks by TickStats) rather than bunching up to catch up."""
         self._set_realtime(self.get_parameter("realtime_priority").value)
         deadline = time.monotonic()
+        on_observation = self.trigger == "observation"
         while self._running.is_set():
             now = time.monotonic()
-            if deadline > now:
+            if on_observation:
+                if self._obs_ready.wait(timeout=max(0.0, deadline - now)):
+                    self._obs_ready.clear()
+                    deadline = time.monotonic()
+            elif deadline > now:
                 time.sleep(deadline - now)
             self._tick()
             deadline += self.period
@@ -290,10 +313,11 @@ class PolicyNode(LifecycleNode):
     def _tick(self) -> None:
         start = time.monotonic()
         self.ticks.add(start)
-        action, obs_finite = None, True
+        action, obs_finite, obs_time = None, True, 0.0
         if not self.safety.estop.active and not self.safety.stale(start):
             try:
                 with self._obs_lock:
+                    obs_time = self._newest_obs
                     action = self.policy.act(self._obs_arg)
             except ValueError:  # NonFiniteObservation / NonFiniteAction: the safety layer decides
                 obs_finite = False
@@ -301,6 +325,9 @@ class PolicyNode(LifecycleNode):
         self._publish(command)
         done = time.monotonic()
         self.latency.add(done - start)
+        if obs_time > self._used_obs:  # first command computed from this observation
+            self._used_obs = obs_time
+            self.obs_latency.add(done - obs_time)
         self.gc.collect_if_slack(self.period - (done - start))
 
     def _publish(self, command: np.ndarray) -> None:
@@ -324,7 +351,8 @@ class PolicyNode(LifecycleNode):
                         DiagnosticStatus.WARN if c.get("stale", 0) else DiagnosticStatus.OK)
         status.message = "e-stop latched" if self.safety.estop.active else "running"
         values = {"loop_rate_hz": self.ticks.rate_hz(), "missed_tick_fraction": self.ticks.missed_fraction(),
-                  **{f"latency_{k}": v for k, v in lat.items()}, **c, "rejected_messages": self.rejected,
+                  **{f"latency_{k}": v for k, v in lat.items()},
+                  **{f"obs_to_command_{k}": v for k, v in self.obs_latency.summary().items()}, **c, "rejected_messages": self.rejected,
                   **{f"gc_{k}": v for k, v in self.gc.stats().items()}}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
