@@ -220,18 +220,17 @@ def cmd_deploy(args) -> dict:
         returns = ", ".join(f"{r:.1f}" for r in summary["returns"])
         print(f"deployed through ROS 2: {summary['episodes']} episodes on {summary['env_id']}, returns [{returns}]")
         if d:
-            print(f"policy node: {d.get('loop_rate_hz', 0):.1f} Hz, tick latency p50 {d.get('latency_p50_ms', 0):.3f} ms "
-                  f"p99 {d.get('latency_p99_ms', 0):.3f} ms, missed ticks {100 * d.get('missed_tick_fraction', 0):.2f}%")
+            print(f"policy node: observation-to-command latency p50 {d.get('obs_to_command_p50_ms', 0):.2f} ms, "
+                  f"p99 {d.get('obs_to_command_p99_ms', 0):.2f} ms over {d.get('obs_to_command_count', 0)} observations; "
+                  f"tick compute p99 {d.get('latency_p99_ms', 0):.2f} ms; watchdog trips {d.get('stale_trips', 0)}, "
+                  f"non-finite {d.get('nonfinite_obs', 0) + d.get('nonfinite_action', 0)}")
     return summary
 
 
 def cmd_bag_to_replay(args) -> dict:
     from ros_nodes import bag_tools
 
-    summary = bag_tools.run(args)
-    if not args.json:
-        print(json.dumps(summary))
-    return summary
+    return bag_tools.run(args)  # prints its own one-line summary unless --json
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,

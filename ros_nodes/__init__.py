@@ -1,5 +1,6 @@
-"""ROS 2 (rclpy) lifecycle nodes: the policy node with its safety layer, the simulated robot.
+"""ROS 2 (rclpy) nodes: the lifecycle policy node with its safety layer, the simulated robot,
+the rosbag2 recorder, bag tools and the `rlcontrol deploy` launcher.
 
-Empty until the ROS 2 deployment issue lands; the package exists so the layout of the
-design card is installable from day one.
+Importing this package imports nothing; the modules that need rclpy import it themselves, so
+`ros_nodes.safety` and `ros_nodes.observation_map` stay usable (and testable) without ROS.
 """
