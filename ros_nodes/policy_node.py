@@ -80,7 +80,9 @@ class PolicyNode(LifecycleNode):
         self.policy = None
         self._loop: threading.Thread | None = None
         self._running = threading.Event()
-        self._publish_lock = threading.Lock()  # the control thread and the e-stop callback both publish
+        # The control thread and the e-stop callback both publish. Reentrant: a tick holds it from its
+        # command decision through the publish, and so does the e-stop from trip through its safe command.
+        self._publish_lock = threading.RLock()
         self._obs_lock = threading.Lock()  # a tick never sees a message half copied in
         self._io = []  # subscriptions, publishers and timers made in configure, destroyed in cleanup
         self.rejected = 0
@@ -103,6 +105,7 @@ class PolicyNode(LifecycleNode):
         from rlcontrol.deploy import runtime
 
         p = self._params()
+        self.rejected = 0  # counts start afresh with each configuration, like the safety layer's
         if not p["model_path"]:
             raise ValueError("parameter model_path is empty")
         self.policy = runtime.load(p["model_path"], expected_sha256=p["expected_sha256"] or None)
@@ -274,8 +277,9 @@ class PolicyNode(LifecycleNode):
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
-            self.safety.estop.trip()
-            self._publish(self.safety.safe_command)  # now, not at the next tick
+            with self._publish_lock:  # a tick that decided before the trip cannot publish after this
+                self.safety.estop.trip()
+                self._publish(self.safety.safe_command)  # now, not at the next tick
             self.get_logger().warn("e-stop: latched; publish on the reset topic to clear it")
 
     def _on_estop_reset(self, msg: Empty) -> None:
@@ -321,8 +325,9 @@ class PolicyNode(LifecycleNode):
                     action = self.policy.act(self._obs_arg)
             except ValueError:  # NonFiniteObservation / NonFiniteAction: the safety layer decides
                 obs_finite = False
-        command, _reason = self.safety.command(action, start, obs_finite)
-        self._publish(command)
+        with self._publish_lock:  # decide and publish with no e-stop in between (see _on_estop)
+            command, _reason = self.safety.command(action, start, obs_finite)
+            self._publish(command)
         done = time.monotonic()
         self.latency.add(done - start)
         if obs_time > self._used_obs:  # first command computed from this observation
