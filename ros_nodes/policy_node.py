@@ -47,7 +47,7 @@ from std_msgs.msg import Bool, Empty, Float64MultiArray
 
 from ros_nodes import topics
 from ros_nodes.observation_map import MappingError, RejectedMessage, build_sources
-from ros_nodes.safety import GcGuard, LatencyStats, SafetyLayer, TickStats
+from ros_nodes.safety import EStopLatch, GcGuard, LatencyStats, SafetyLayer, TickStats
 
 MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist}
 TWIST_SLOTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
@@ -77,6 +77,9 @@ class PolicyNode(LifecycleNode):
         # message (observation-to-command latency is then compute time, not up to one period
         # of waiting), and still at least every 1/control_rate_hz so the watchdog keeps running.
         self.declare_parameter("trigger", "timer")
+        # Fault injection for tests: every diagnostics callback sleeps this long, standing in for
+        # a slow callback (logging to a slow disk, loading weights) on the main executor.
+        self.declare_parameter("debug_slow_callback_s", 0.0)
         self.policy = None
         self._loop: threading.Thread | None = None
         self._running = threading.Event()
@@ -84,7 +87,9 @@ class PolicyNode(LifecycleNode):
         # command decision through the publish, and so does the e-stop from trip through its safe command.
         self._publish_lock = threading.RLock()
         self._obs_lock = threading.Lock()  # a tick never sees a message half copied in
+        self._estop_stop = threading.Event()
         self._io = []  # subscriptions, publishers and timers made in configure, destroyed in cleanup
+        self._start_estop_path()
         self.rejected = 0
         self.gc = GcGuard()
 
@@ -121,6 +126,7 @@ class PolicyNode(LifecycleNode):
         self.safety = SafetyLayer(low, high, safe_command=safe if safe.size == meta.action_dim else None,
                                   max_delta=max_delta if max_delta.size == meta.action_dim and max_delta.any() else None,
                                   obs_timeout_s=p["obs_timeout_s"], required=[s.topic for s in self.sources])
+        self.safety.estop = self.estop  # one latch, alive since startup (see _start_estop_path)
         self._make_output(p, meta.action_dim)
         self._make_inputs(p)
         self.trigger = p["trigger"]
@@ -219,10 +225,7 @@ class PolicyNode(LifecycleNode):
             self._io.append(self.create_subscription(
                 MSG_CLASSES[kind], topic, lambda msg, ss=sources, t=topic: self._on_sensor(t, ss, msg),
                 qos_profile_sensor_data if kind != "Float64MultiArray" else QoSProfile(depth=1)))
-        self._io.append(self.create_subscription(Bool, p["estop_topic"], self._on_estop,
-                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)))
-        self._io.append(self.create_subscription(Empty, p["estop_reset_topic"], self._on_estop_reset,
-                                                 QoSProfile(depth=10)))
+
 
     def _make_output(self, p: dict, action_dim: int) -> None:
         self.command_type = p["command_type"]
@@ -275,15 +278,45 @@ class PolicyNode(LifecycleNode):
                 self._updated.clear()
                 self._obs_ready.set()
 
+    def _start_estop_path(self) -> None:
+        """The e-stop has its own node and executor thread, so no callback on the main executor
+        (sensors, diagnostics, lifecycle services) can delay it. Its topics are read at startup,
+        and the latch exists from construction: an e-stop pressed before configure still holds."""
+        self.estop = EStopLatch()
+        self._estop_node = rclpy.create_node(f"{self.get_name()}_estop", context=self.context)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._estop_node.create_subscription(Bool, self.get_parameter("estop_topic").value, self._on_estop, qos)
+        self._estop_node.create_subscription(Empty, self.get_parameter("estop_reset_topic").value,
+                                             self._on_estop_reset, qos)
+        self._estop_executor = EventsExecutor(context=self.context)
+        self._estop_executor.add_node(self._estop_node)
+        self._estop_thread = threading.Thread(target=self._spin_estop, name="estop", daemon=True)
+        self._estop_thread.start()
+
+    def _spin_estop(self) -> None:
+        try:
+            while self.context.ok() and not self._estop_stop.is_set():
+                self._estop_executor.spin_once(timeout_sec=0.1)
+        except Exception:  # noqa: BLE001 - context shut down under us at exit
+            pass
+
+    def destroy_node(self):
+        self._estop_stop.set()
+        self._estop_thread.join(timeout=1.0)
+        self._estop_executor.shutdown()
+        self._estop_node.destroy_node()
+        return super().destroy_node()
+
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
             with self._publish_lock:  # a tick that decided before the trip cannot publish after this
-                self.safety.estop.trip()
-                self._publish(self.safety.safe_command)  # now, not at the next tick
+                self.estop.trip()
+                if self.policy is not None and self._loop is not None:
+                    self._publish(self.safety.safe_command)  # now, not at the next tick
             self.get_logger().warn("e-stop: latched; publish on the reset topic to clear it")
 
     def _on_estop_reset(self, msg: Empty) -> None:
-        self.safety.estop.reset()
+        self.estop.reset()
         self.get_logger().info("e-stop reset")
 
     def _control_loop(self) -> None:
@@ -349,6 +382,9 @@ class PolicyNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.policy is None:
             return
+        slow = self.get_parameter("debug_slow_callback_s").value
+        if slow > 0:
+            time.sleep(slow)
         c = self.safety.counters
         lat = self.latency.summary()
         status = DiagnosticStatus(name="rlcontrol policy_node", hardware_id=self.policy.sha256[:16])

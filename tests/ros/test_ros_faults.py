@@ -173,3 +173,27 @@ def test_estop_latches_until_reset(cartpole_policy, start_policy_node, operator,
     assert operator.spin_until(lambda: _following(operator, action), timeout=5.0), operator.commands[-5:]
     assert all(c == SAFE or _close(c, action) for c in operator.commands_since(reset))
     assert proc.poll() is None
+
+
+def test_a_slow_callback_starves_neither_the_ticks_nor_the_estop(cartpole_policy, start_policy_node, operator,
+                                                                  reference_obs):
+    """The main executor spends nearly all its time in 1 s callbacks (the fault-injection
+    parameter makes every diagnostics callback sleep): the control thread keeps its rate and
+    the e-stop, on its own executor thread, still gets the safe command out within a tick."""
+    obs, action = reference_obs[0]
+    _, log = start_policy_node(cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=60.0,
+                               diagnostics_period_s=0.05, debug_slow_callback_s=1.0)
+    operator.obs = obs
+    _bring_up(operator)
+    assert operator.spin_until(lambda: _following(operator, action), timeout=10.0), log.read_text()
+
+    start = time.monotonic()
+    operator.spin_for(2.0)
+    ticks = operator.commands_since(start)
+    assert len(ticks) >= 0.8 * 2.0 * RATE_HZ, len(ticks)  # ~100 Hz despite the blocked executor
+    assert all(_close(c, action) for c in ticks)
+
+    operator.drain()
+    pressed = operator.estop(True)
+    safe_at = _first_safe_after(operator, pressed)
+    assert safe_at - pressed <= PERIOD + SLACK_S, safe_at - pressed
