@@ -6,6 +6,9 @@ Gaussian exploration 0.1, Adam 3e-4, tau 0.005, gamma 0.99, 2 torch threads. Eac
 steady-state env steps/s after learning has started (warm-up steps excluded). The two are
 run alternately, `--rounds` times each (rlcontrol with train.compile on, SB3, then rlcontrol
 eager), and the ratio of medians is reported, because this machine's speed drifts over minutes.
+Every measurement runs in a fresh process, so neither library inherits the other's process
+state (torch.compile caches, allocator tuning: rlcontrol's Trainer tunes glibc malloc, see
+rlcontrol/training/malloc.py; SB3 runs with the defaults its users get).
 
     .venv/bin/python -m benchmarks.td3_throughput --steps 3000 --rounds 3 [--json]
 
@@ -90,6 +93,18 @@ def sb3_sps(steps: int, seed: int, threads: int) -> float:
     return statistics.median(windows)
 
 
+def _measure(which: str, args, seed: int) -> float:
+    """One measurement in a fresh interpreter; returns its env steps/s."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "benchmarks.td3_throughput", "--one", which, "--seed", str(seed),
+           "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{which} measurement failed: {proc.stderr.strip()[-800:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="learning env steps per measurement")
@@ -97,13 +112,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="rlcontrol's device (cpu or cuda); SB3 stays on the CPU")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", choices=("ours", "eager", "sb3"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.one:
+        if args.one == "sb3":
+            print(sb3_sps(args.steps, seed=args.seed, threads=args.threads))
+        else:
+            print(rlcontrol_sps(args.steps, seed=args.seed, threads=args.threads, device=args.device,
+                                compile_=args.one == "ours"))
+        return
     ours, eager, theirs = [], [], []
     for r in range(args.rounds):
-        ours.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads, device=args.device, compile_=True))
-        theirs.append(sb3_sps(args.steps, seed=r, threads=args.threads))
-        eager.append(rlcontrol_sps(args.steps, seed=r, threads=args.threads, device=args.device, compile_=False))
+        ours.append(_measure("ours", args, r))
+        theirs.append(_measure("sb3", args, r))
+        eager.append(_measure("eager", args, r))
         print(f"round {r}: rlcontrol {ours[-1]:.1f} (eager {eager[-1]:.1f}) env steps/s, SB3 {theirs[-1]:.1f} env steps/s",
               file=sys.stderr)
     med = statistics.median

@@ -31,6 +31,7 @@ from rlcontrol.training.atomic import atomic_write, atomic_write_text
 from rlcontrol.training.checkpoint import CheckpointManager
 from rlcontrol.training.evaluate import episode_seed, evaluate, record_video
 from rlcontrol.training.logger import MetricsLogger
+from rlcontrol.training.malloc import keep_freed_memory
 from rlcontrol.training.plots import plot_learning_curve
 
 POLICY_FILE = "policy.pt"
@@ -81,6 +82,7 @@ class Trainer:
             raise UserError(f"--run-dir {self.run_dir} exists and is not a folder")
         if t.threads:
             torch.set_num_threads(t.threads)
+        keep_freed_memory()  # no page faults for the update's short-lived tensors (training/malloc.py)
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep_checkpoints)
         latest = self.ckpts.latest()
         if latest is not None and not resume:
