@@ -4,7 +4,7 @@ glibc serves allocations above its mmap threshold (128 KiB, adapting upwards) wi
 mmap()ed pages and trims freed heap tops back to the OS. A TD3 update at batch 256 allocates
 and frees dozens of 256-512 KiB activation and gradient tensors, so every update paid
 hundreds of page faults for memory it had just released: 230-550 minor faults per update
-here, 0 after this tuning, and 0-12% less time per update (docs/benchmarks.md). PyTorch's
+here, 0 after this tuning, and up to 27% less time per update (docs/benchmarks.md). PyTorch's
 CPU performance guide recommends jemalloc or tcmalloc for the same reason; this gets the
 effect without a preloaded allocator. Linux/glibc only; a no-op elsewhere.
 """
