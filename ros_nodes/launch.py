@@ -58,13 +58,19 @@ def _action_repeat(env_id: str, control_period: float) -> int:
     return repeat
 
 
-def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - lives as long as the child
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def spawn(args: list[str], env: dict, log: Path, cwd: str | Path | None = None,
+          new_session: bool = False) -> subprocess.Popen:
+    """`python *args` with stdout and stderr in `log` (the child keeps the file open; we do not).
+
+    `new_session`: the terminal's Ctrl-C then reaches only the launcher, which stops the children in order.
+    """
+    with open(log, "w") as handle:
+        return subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=new_session)
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """SIGINT (the nodes' clean shutdown), then SIGKILL; no-op for a process that already ended."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -105,22 +111,22 @@ def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", d
     children: dict[str, subprocess.Popen] = {}
     try:
         monitor = _Monitor()
-        children["sim_robot"] = _spawn(["-m", "ros_nodes.sim_robot", "--env", env_id, "--seed", str(seed),
+        children["sim_robot"] = spawn(["-m", "ros_nodes.sim_robot", "--env", env_id, "--seed", str(seed),
                                         "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
                                         "--no-autostart"],
-                                       env, logs / "sim_robot.log")
-        children[NODE] = _spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
+                                       env, logs / "sim_robot.log", new_session=True)
+        children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                  f"model_path:={Path(policy_path).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
                                  "-p", f"obs_timeout_s:={float(max(0.25, 5 * meta.control_period / real_time_factor))!r}",
                                  "-p", f"realtime_priority:={int(realtime_priority)}", "-p", f"trigger:={trigger}"],
-                                env, logs / "policy_node.log")
+                                env, logs / "policy_node.log", new_session=True)
         if record:
             names = [c for o in meta.observations for c, _ in (o.components or ((o.name, o.shape),))]
-            children["recorder"] = _spawn(["-m", "ros_nodes.recorder", "--out", record, "--obs-names", ",".join(names)],
-                                          env, logs / "recorder.log")
+            children["recorder"] = spawn(["-m", "ros_nodes.recorder", "--out", record, "--obs-names", ",".join(names)],
+                                          env, logs / "recorder.log", new_session=True)
         result = monitor.run(children, episodes=episodes, duration=duration, quiet=quiet)
     finally:
-        codes = {name: _stop(proc) for name, proc in children.items()}
+        codes = {name: stop_process(proc) for name, proc in children.items()}
         if rclpy.ok():
             rclpy.shutdown()
     summary = {**result.summary(), "env_id": env_id, "action_repeat": repeat, "rate_hz": rate_hz,

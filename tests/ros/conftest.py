@@ -10,13 +10,13 @@ import contextlib
 import importlib.util
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from ros_nodes import launch
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh dev,ros)")
 
@@ -209,15 +209,9 @@ def operator(ros_env):
         op.close()
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """SIGINT (the nodes' clean shutdown), then SIGKILL; no-op for a process that already ended."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stop_process(proc: subprocess.Popen) -> None:
+    """The launcher's own shutdown (SIGINT, then SIGKILL), with a test-sized grace period."""
+    launch.stop_process(proc, timeout=5.0)
 
 
 @pytest.fixture
@@ -234,9 +228,7 @@ def start_policy_node(ros_env, tmp_path):
         for name, value in params.items():
             args += ["-p", f"{name}:={value}"]
         env = {**ros_env, "RCUTILS_COLORIZED_OUTPUT": "0", "PYTHONUNBUFFERED": "1"}
-        with open(log, "w") as handle:
-            proc = subprocess.Popen([sys.executable, "-m", "ros_nodes.policy_node", "--ros-args", *args],
-                                    env=env, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        proc = launch.spawn(["-m", "ros_nodes.policy_node", "--ros-args", *args], env, log, cwd=REPO_ROOT)
         procs.append(proc)
         return proc, log
 
@@ -278,9 +270,8 @@ def start_sim_robot(ros_env, tmp_path):
 
     def start(*flags: str):
         log = tmp_path / f"sim_robot{len(procs)}.log"
-        with open(log, "w") as handle:
-            proc = subprocess.Popen([sys.executable, "-m", "ros_nodes.sim_robot", "--env", "dmc:cartpole-swingup",
-                                     *flags], env=ros_env, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        proc = launch.spawn(["-m", "ros_nodes.sim_robot", "--env", "dmc:cartpole-swingup", *flags], ros_env, log,
+                            cwd=REPO_ROOT)
         procs.append(proc)
         return proc, log
 
