@@ -47,6 +47,8 @@ class Source:
     joints: tuple[str, ...] = ()
     offset: int = 0  # where the slice starts in its input's flat buffer
     out: np.ndarray | None = dataclasses.field(default=None, repr=False)  # that slice (set by the node)
+    # where a message is validated before it may touch `out` (set by the node)
+    scratch: np.ndarray | None = dataclasses.field(default=None, repr=False)
     # joint-name tuple of a message -> indices of our joints in it; drivers keep one order, so one entry
     _joint_index: dict = dataclasses.field(default_factory=dict, repr=False)
 

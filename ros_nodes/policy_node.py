@@ -222,7 +222,8 @@ class PolicyNode(LifecycleNode):
         if unknown:
             raise MappingError(f"observation_map names {unknown}, which the policy does not use")
         self._obs_arg = next(iter(self.obs.values())) if len(self.obs) == 1 else self.obs
-        self._scratch = {s.topic + "/" + s.component: np.zeros(s.size) for s in self.sources}
+        for s in self.sources:
+            s.scratch = np.zeros(s.size)
 
     def _make_inputs(self, p: dict) -> None:
         by_topic: dict[tuple[str, str], list] = {}
@@ -270,14 +271,14 @@ class PolicyNode(LifecycleNode):
         now = time.monotonic()
         try:
             for s in sources:  # validate into scratch first: a bad message must not half-update
-                s.extract(msg, self._scratch[s.topic + "/" + s.component])
+                s.extract(msg, s.scratch)
         except RejectedMessage as exc:
             self.rejected += 1
             self.get_logger().warn(f"rejected message: {exc}", throttle_duration_sec=1.0)
             return
         with self._obs_lock:
             for s in sources:
-                s.out[:] = self._scratch[s.topic + "/" + s.component]
+                s.out[:] = s.scratch
             self.safety.feed(topic, now)
             self._newest_obs = now
             self._updated.add(topic)
