@@ -44,6 +44,25 @@ class EnvConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """How one named observation part enters the split networks (parkour networks, Heess et al. 2017).
+
+    The part goes through its own encoder and joins the trunk at layer `join`: 0 is the
+    trunk's input, i is the input of the trunk's hidden layer i+1 (after hidden layer i), up
+    to len(hidden). Parts without an encoder enter the trunk at its input, with the action in
+    the critic.
+    """
+
+    type: str = _f("mlp", "encoder for this part: an MLP, or a 1-D convolution over a profile such as terrain heights",
+                   choices=("mlp", "conv1d"))
+    hidden: list[int] = _f(None, "mlp: hidden widths (the last is the feature size); conv1d: channels per conv layer",
+                           factory=lambda: [64, 64], min=1)
+    kernel: int = _f(5, "conv1d kernel size", min=1)
+    stride: int = _f(2, "conv1d stride", min=1)
+    join: int = _f(1, "trunk layer at which this part's features join (0: the input)", min=0)
+
+
+@dataclass
 class DDPGConfig:
     """DDPG (Lillicrap et al. 2016): deterministic actor, one critic, soft target updates."""
 
@@ -64,6 +83,9 @@ class DDPGConfig:
     obs_norm_clip: float = _f(10.0, "clip normalized observations to +-this", min=0.0, min_exclusive=True)
     policy_delay: int = _f(1, "update the actor and targets every d critic updates", min=1)
     n_critics: int = _f(1, "number of critics in the ensemble", min=1, max=1)
+    encoders: dict[str, EncoderConfig] = _f(
+        None, "split networks: observation part name -> its own encoder and join layer (empty: one flat MLP); "
+              "needs env.obs_format: dict", factory=dict)
 
 
 @dataclass
@@ -104,7 +126,31 @@ class TrainConfig:
     video_size: int = _f(240, "rollout video height and width in pixels", min=32, max=1024)
 
 
-AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config}
+@dataclass
+class D4PGConfig(DDPGConfig):
+    """D4PG (Barth-Maron et al. 2018): DDPG with a categorical distributional critic.
+
+    Use it with replay.n_step > 1 and replay.prioritized: true (configs/d4pg_*.yaml), and with
+    distributed.num_actors > 1 for the paper's parallel actors.
+    """
+
+    num_atoms: int = _f(51, "atoms of the categorical return distribution", min=2)
+    v_min: float = _f(-150.0, "lowest atom of the return support")
+    v_max: float = _f(150.0, "highest atom of the return support")
+
+
+@dataclass
+class DistributedConfig:
+    """Parallel actors feeding one learner (rlcontrol/distributed). num_actors: 1 runs in process."""
+
+    num_actors: int = _f(1, "actor workers, each with its own environment and exploration noise (1: in process, no Ray)", min=1)
+    ray_address: str | None = _f(None, "join this Ray cluster (None: start a local one in-process)")
+    weight_sync_every: int = _f(100, "learner updates between weight publications to the actors", min=1)
+    chunk_steps: int = _f(50, "agent steps an actor collects before handing its transitions to the learner", min=1)
+    noise_scales: list[float] | None = _f(None, "per-actor multipliers of exploration_sigma (None: spread from 0.5x to 2x)", min=0.0)
+
+
+AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig}
 
 
 @dataclass
@@ -115,6 +161,7 @@ class Config:
     agent: DDPGConfig = field(default_factory=TD3Config)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,7 +171,7 @@ class Config:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-_SECTIONS = ("env", "agent", "replay", "train")
+_SECTIONS = ("env", "agent", "replay", "train", "distributed")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -159,7 +206,8 @@ def config_from_dict(raw: dict, source: str = "config", lines: dict[str, int] | 
     algo = raw.get("algo", Config.algo)
     if algo not in AGENT_CONFIGS:
         raise ConfigError(f"{source}: unknown algo {algo!r}{_suggest(str(algo), AGENT_CONFIGS)}; valid: {', '.join(AGENT_CONFIGS)}")
-    sections = {"env": EnvConfig, "agent": AGENT_CONFIGS[algo], "replay": ReplayConfig, "train": TrainConfig}
+    sections = {"env": EnvConfig, "agent": AGENT_CONFIGS[algo], "replay": ReplayConfig, "train": TrainConfig,
+                "distributed": DistributedConfig}
     top_keys = ["algo", "seed", *_SECTIONS]
     for key in raw:
         if key not in top_keys:
@@ -210,6 +258,13 @@ def _validate(name: str, value: Any, hint: Any, meta: dict, source: str) -> Any:
 def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
     """Check `value` against a type hint; accept ints for floats and YAML's '3e-4' strings."""
     args = typing.get_args(hint)
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name} must be a mapping of name -> settings, got {value!r}")
+        cls = args[1]
+        return {str(k): _build_section(cls, v if v is not None else {}, f"{name}.{k}.", source, {}, {})
+                if isinstance(v, dict) or v is None else _not_mapping(f"{name}.{k}", v, source)
+                for k, v in value.items()}
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -229,6 +284,10 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
 
 
 _INVALID = object()
+
+
+def _not_mapping(name: str, value: Any, source: str):
+    raise ConfigError(f"{source}: {name} must be a mapping of settings, got {value!r}")
 
 
 def _as_bool(value: Any) -> Any:
