@@ -194,7 +194,7 @@ class Trainer:
                 batch = self.replay.sample(self.config.agent.batch_size)
                 metrics = agent.update(batch)
                 if self.config.replay.prioritized:
-                    self.replay.update_priorities(batch.indices, metrics["td_abs"])
+                    self.replay.update_priorities(batch.indices, metrics["priority"])
         elapsed = time.perf_counter() - tick
         state.train_seconds += elapsed
         self.session_seconds += elapsed
@@ -205,7 +205,7 @@ class Trainer:
         now = time.perf_counter()
         sps = self.last_sps = (self.state.env_steps - self._log_steps) / max(now - self._log_clock, 1e-9)
         self._log_clock, self._log_steps = now, self.state.env_steps
-        scalars = {f"losses/{k}": v.item() for k, v in metrics.items() if k != "td_abs"}
+        scalars = {f"losses/{k}": v.item() for k, v in metrics.items() if k != "priority"}
         self.logger.log(self.state.env_steps, scalars | {"charts/SPS": sps})
         self.state.next_log_at += self.config.train.log_every
         bar.set_postfix_str(_postfix(sps, self.state), refresh=False)

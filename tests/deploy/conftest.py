@@ -17,11 +17,11 @@ from rlcontrol.training.loop import write_policy
 
 
 def make_run(root: Path, algo: str = "td3", env_id: str = "dmc:cartpole-swingup", obs_format: str = "flat",
-             obs_norm: bool = True, hidden=(256, 256), seed: int = 0) -> Path:
+             obs_norm: bool = True, hidden=(256, 256), seed: int = 0, encoders: dict | None = None) -> Path:
     config = config_from_dict({"algo": algo, "seed": seed,
                                "env": {"id": env_id, "obs_format": obs_format},
                                "agent": {"obs_norm": obs_norm, "actor_hidden": list(hidden),
-                                         "critic_hidden": [32, 32]}})
+                                         "critic_hidden": [32, 32], "encoders": encoders or {}}})
     env = builders.make_env(config.env, seed)
     agent = make_agent(config, env.spec)
     if obs_norm:  # statistics far from (0, 1), so a missing or wrong normalization shows
@@ -29,7 +29,7 @@ def make_run(root: Path, algo: str = "td3", env_id: str = "dmc:cartpole-swingup"
         dim = agent.normalizer.mean.numel()
         agent.normalizer.update(torch.as_tensor(rng.normal(2.0, 5.0, size=(500, dim))))
     env.close()
-    run_dir = root / f"{algo}-{obs_format}-{'norm' if obs_norm else 'raw'}"
+    run_dir = root / f"{algo}-{obs_format}-{'norm' if obs_norm else 'raw'}{'-split' if encoders else ''}"
     run_dir.mkdir(parents=True)
     save_config(config, run_dir / "config.yaml")
     write_policy(agent, run_dir, 0)

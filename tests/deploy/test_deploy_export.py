@@ -17,17 +17,24 @@ from rlcontrol.training.evaluate_run import load_policy_agent
 
 # Every agent kind in main, with flat and dict observations, with and without running
 # normalization, and with physical bounds other than [-1, 1] (Pendulum: +-2).
+# Split networks (parkour style): velocity through its own MLP or 1-D conv, joining later.
+MLP_SPLIT = {"velocity": {"type": "mlp", "hidden": [16], "join": 1}}
+CONV_SPLIT = {"velocity": {"type": "conv1d", "hidden": [4, 4], "kernel": 3, "stride": 1, "join": 2}}
 CASES = [
-    ("td3", "dmc:cartpole-swingup", "flat", True),
-    ("ddpg", "dmc:cartpole-swingup", "flat", True),
-    ("td3", "dmc:cheetah-run", "dict", True),
-    ("ddpg", "gym:Pendulum-v1", "flat", False),
+    ("td3", "dmc:cartpole-swingup", "flat", True, None),
+    ("ddpg", "dmc:cartpole-swingup", "flat", True, None),
+    ("td3", "dmc:cheetah-run", "dict", True, None),
+    ("ddpg", "gym:Pendulum-v1", "flat", False, None),
+    ("d4pg", "dmc:cartpole-swingup", "flat", True, None),
+    ("td3", "dmc:cheetah-run", "dict", True, MLP_SPLIT),
+    ("d4pg", "dmc:cheetah-run", "dict", False, CONV_SPLIT),
 ]
 
 
-@pytest.mark.parametrize("algo,env_id,obs_format,obs_norm", CASES)
-def test_parity_on_1000_random_and_1000_recorded_observations(tmp_path, make_run_dir, algo, env_id, obs_format, obs_norm):
-    run_dir = make_run_dir(algo, env_id, obs_format, obs_norm)
+@pytest.mark.parametrize("algo,env_id,obs_format,obs_norm,encoders", CASES)
+def test_parity_on_1000_random_and_1000_recorded_observations(tmp_path, make_run_dir, algo, env_id, obs_format, obs_norm,
+                                                              encoders):
+    run_dir = make_run_dir(algo, env_id, obs_format, obs_norm, encoders=encoders)
     out = tmp_path / "policy.onnx"
     summary = export_run(run_dir, out, parity_samples=1000)
     parity = summary["parity"]

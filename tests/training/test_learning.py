@@ -13,14 +13,15 @@ from rlcontrol.cli import main
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, overrides, threshold", [
-    ("td3", [], -400.0),
+@pytest.mark.parametrize("algo, config, overrides, threshold", [
+    ("td3", "configs/td3_pendulum.yaml", [], -400.0),
     # DDPG with Ornstein-Uhlenbeck exploration and one critic, same budget.
-    ("ddpg", ["algo=ddpg", "agent.exploration=ou", "agent.exploration_sigma=0.3"], -500.0),
+    ("ddpg", "configs/td3_pendulum.yaml", ["algo=ddpg", "agent.exploration=ou", "agent.exploration_sigma=0.3"], -500.0),
+    # D4PG: categorical critic, 3-step returns, prioritized replay (reached -40 at this seed).
+    ("d4pg", "configs/d4pg_pendulum.yaml", [], -400.0),
 ])
-def test_agent_learns_pendulum(tmp_path, capsys, algo, overrides, threshold):
-    args = ["train", "configs/td3_pendulum.yaml", "--run-dir", str(tmp_path / algo), "--no-progress", "--json",
-            "--seed", "0"]
+def test_agent_learns_pendulum(tmp_path, capsys, algo, config, overrides, threshold):
+    args = ["train", config, "--run-dir", str(tmp_path / algo), "--no-progress", "--json", "--seed", "0"]
     for o in overrides:
         args += ["--set", o]
     assert main(args) == 0
