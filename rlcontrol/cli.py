@@ -1,6 +1,7 @@
 """The `rlcontrol` command.
 
     rlcontrol train CONFIG.yaml [--set key=value ...] [--seed S] [--steps N] [--run-dir DIR] [--resume] [--json]
+                    [--actors K] [--ray-address ADDR]
     rlcontrol eval RUN_DIR [--episodes N] [--video] [--json]
     rlcontrol export RUN_DIR --out policy.onnx [--json]
     rlcontrol inspect policy.onnx [--sha256 HEX] [--json]
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's last complete checkpoint")
     tr.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--actors", type=_positive_int, metavar="K",
+                    help="actor workers on Ray, each with its own environment and exploration noise "
+                         "(distributed.num_actors; 1: in process, no Ray)")
+    tr.add_argument("--ray-address", metavar="ADDR",
+                    help="join this Ray cluster (HOST:PORT, ray://HOST:PORT, or 'auto'; default: start a local one; "
+                         "'local' forces a local one, also for one actor)")
 
     ev = sub.add_parser("eval", help="evaluate a trained run's deterministic policy")
     ev.add_argument("run_dir")
@@ -138,11 +145,21 @@ def cmd_train(args) -> dict:
         overrides.append(f"seed={args.seed}")
     if args.steps is not None:
         overrides.append(f"train.total_env_steps={args.steps}")
+    if args.actors is not None:
+        overrides.append(f"distributed.num_actors={args.actors}")
     config = load_config(args.config, overrides)
+    if args.ray_address is not None:
+        if not args.ray_address.strip():
+            raise UserError("--ray-address: expected HOST:PORT, ray://HOST:PORT, 'auto' or 'local'")
+        # Set after YAML parsing: an address is a plain string (YAML would read some as numbers).
+        config.distributed.ray_address = args.ray_address.strip()
     run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
     summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     if not args.json:
-        print(f"trained {summary['env_steps']} env steps at {summary['env_steps_per_s']:.0f} steps/s; "
+        actors = ""
+        if "transitions_per_actor" in summary:
+            actors = f" with {summary['num_actors']} actors ({summary['restarts']} restarts)"
+        print(f"trained {summary['env_steps']} env steps{actors} at {summary['env_steps_per_s']:.0f} steps/s; "
               f"eval return {summary['eval_return']:.1f}; run folder {summary['run_dir']}")
     return summary
 

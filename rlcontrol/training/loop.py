@@ -1,13 +1,23 @@
 """The one off-policy training loop every agent of the DDPG family shares.
 
-    act (uniform random until learning_starts, then mu(s) + noise)
-    -> env.step -> n-step accumulator -> replay
-    -> `updates_per_step` x (sample -> agent.update -> priorities)
+    collect: act (uniform random until learning_starts, then mu(s) + noise)
+             -> env.step -> n-step accumulator -> replay
+    -> `updates_per_step` x agent steps collected x (sample -> agent.update -> priorities)
     -> at episode ends: log, evaluate when due, checkpoint when due.
+
+Where the experience comes from is the collector's business (rlcontrol/distributed):
+in process, one agent step at a time in the trainer's own environment (the default,
+distributed.num_actors: 1), or in chunks from K Ray actor workers (num_actors > 1 or a
+ray_address), each with its own environment and exploration noise, which the learner sends
+its policy every distributed.weight_sync_every updates. Either way the loop, the replay ratio,
+evaluation (the learner's own eval env), checkpoints and logs are this module's.
 
 Evaluations and checkpoints happen at the first episode end after their period, and every
 episode's randomness is derived from (seed, episode index): together with the RNG states in
 the checkpoint this makes `--resume` continue exactly as if the run had never stopped.
+Distributed runs are not bit-reproducible (the order in which chunks arrive depends on timing);
+their `--resume` restores the learner, replay and counters and starts fresh actor workers (their
+unfinished episodes and open n-step windows are not in the checkpoint).
 """
 
 from __future__ import annotations
@@ -24,12 +34,13 @@ import torch
 
 from rlcontrol.agents import make_agent
 from rlcontrol.config import Config, save_config
+from rlcontrol.distributed.collector import make_collector, uses_ray
 from rlcontrol.errors import UserError
 from rlcontrol.replay import NStepAccumulator
 from rlcontrol.training import builders
 from rlcontrol.training.atomic import atomic_write, atomic_write_text
 from rlcontrol.training.checkpoint import CheckpointManager
-from rlcontrol.training.evaluate import episode_seed, evaluate, record_video
+from rlcontrol.training.evaluate import evaluate, record_video
 from rlcontrol.training.logger import MetricsLogger
 from rlcontrol.training.malloc import keep_freed_memory
 from rlcontrol.training.plots import plot_learning_curve
@@ -61,8 +72,10 @@ def _check_resumable(config: Config, run_dir: Path) -> None:
 
     old = load_config(saved).to_dict()
     new = config.to_dict()
-    # Extending the run is allowed; anything else would silently change the experiment.
+    # Extending the run is allowed, and so is joining another Ray cluster; anything else would
+    # silently change the experiment.
     old["train"].pop("total_env_steps"), new["train"].pop("total_env_steps")
+    old.get("distributed", {}).pop("ray_address", None), new["distributed"].pop("ray_address", None)
     for section in new:
         a, b = old.get(section), new[section]
         if a != b:
@@ -93,22 +106,37 @@ class Trainer:
         # Environments first: a bad env id must fail before anything is written.
         self.env = builders.make_env(config.env, config.seed)
         self.eval_env = builders.make_env(config.env, config.seed + 1)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / "config.yaml")
-        self.agent = make_agent(config, self.env.spec)
-        self.replay = builders.make_replay(config, self.env.spec)
-        self.accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
-        self.rng = np.random.default_rng(config.seed)  # uniform actions before learning starts
-        self.state = LoopState(next_eval_at=t.eval_every or t.total_env_steps,
-                               next_checkpoint_at=t.checkpoint_every, next_log_at=t.log_every)
-        offsets = None
-        if resume and latest is not None:
-            offsets = self._restore(latest)
-        self.logger = MetricsLogger(self.run_dir, resume_offsets=offsets,
-                                    resume_step=self.state.env_steps if offsets else None)
+        self._ray_started = False
+        if uses_ray(config):
+            # Also before anything is written: a bad --ray-address or noise_scales is one error line.
+            from rlcontrol.distributed import noise_scales
+            from rlcontrol.distributed.ray_collector import connect
+
+            noise_scales(config)
+            self._ray_started = connect(config)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+            self.agent = make_agent(config, self.env.spec)
+            self.replay = builders.make_replay(config, self.env.spec)
+            # In-process acting (distributed workers have their own accumulators and RNGs).
+            self.accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
+            self.rng = np.random.default_rng(config.seed)  # uniform actions before learning starts
+            self.state = LoopState(next_eval_at=t.eval_every or t.total_env_steps,
+                                   next_checkpoint_at=t.checkpoint_every, next_log_at=t.log_every)
+            offsets = None
+            if resume and latest is not None:
+                offsets = self._restore(latest)
+            self.logger = MetricsLogger(self.run_dir, resume_offsets=offsets,
+                                        resume_step=self.state.env_steps if offsets else None)
+        except BaseException:
+            self._disconnect()
+            raise
         self.logger.log_text("config", "```\n" + json.dumps(config.to_dict(), indent=2) + "\n```")
+        self.collector = None  # made by run(): in process, or Ray actor workers
         # Throughput of this process's acting + learning (evaluation and checkpoints excluded).
         self.session_steps, self.session_seconds, self.last_sps = 0, 0.0, None
+        self.session_updates = 0
 
     # ------------------------------------------------------------------ state
 
@@ -146,60 +174,85 @@ class Trainer:
         """Train to train.total_env_steps, then evaluate, checkpoint and write the artifacts."""
         t = self.config.train
         bar = _progress_bar(t.total_env_steps, self.state.env_steps, enabled=self.progress)
-        obs = _start_episode(self.env, self.agent, self.config.seed, self.state.episodes)
-        episode_return, metrics = 0.0, {}
-        self._log_clock, self._log_steps = time.perf_counter(), self.state.env_steps
+        metrics = {}
         try:
+            self.collector = make_collector(self)
+            self.collector.start()
+            self._log_clock, self._log_steps = time.perf_counter(), self.state.env_steps
             while self.state.env_steps < t.total_env_steps:
-                result, metrics = self._step(obs, metrics)
-                obs = result.obs
-                episode_return += result.reward
+                harvest, metrics = self._step(metrics)
                 if self.state.env_steps >= self.state.next_log_at:
                     self._log_training(metrics, bar)
-                if self.state.agent_steps % 50 == 0:
+                if self.state.agent_steps % 50 < harvest.agent_steps:
                     bar.update(self.state.env_steps - bar.n)
-                if result.terminated or result.truncated:
-                    self._end_episode(episode_return)
-                    episode_return = 0.0
-                    obs = _start_episode(self.env, self.agent, self.config.seed, self.state.episodes)
-                    self.accumulator.reset()
+                if harvest.episode_returns:
+                    for episode_return in harvest.episode_returns:
+                        self._end_episode(episode_return)
+                    self.collector.episodes_handled()
                     bar.set_postfix_str(_postfix(self.last_sps, self.state), refresh=False)
             bar.update(self.state.env_steps - bar.n)
             bar.close()
+            self.collector.close()  # actor workers stop before the final evaluation
             self.evaluate()
             self.checkpoint()
         finally:
             bar.close()
             self.logger.close()
+            self.close()
         return self._finish()
 
-    def _step(self, obs, metrics: dict):
-        """One agent step: act, store the transition, learn. Returns (StepResult, latest metrics)."""
+    def close(self) -> None:
+        """Stop actor workers and a Ray session this trainer started (run() does it itself)."""
+        if self.collector is not None:
+            self.collector.close()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self._ray_started:
+            from rlcontrol.distributed.ray_collector import disconnect
+
+            self._ray_started = False
+            disconnect(True)
+
+    def _step(self, metrics: dict):
+        """Collect (one agent step in process, one chunk from an actor worker), learn. Returns
+        (Harvest, latest metrics)."""
         tick = time.perf_counter()
-        state, agent, t = self.state, self.agent, self.config.train
-        if state.env_steps < t.learning_starts:
-            action = self.rng.uniform(-1.0, 1.0, self.env.spec.action_dim).astype(np.float32)
-        else:
-            action = agent.act(obs, explore=True)
-        result = self.env.step(action)
-        agent.observe(result.obs)
-        for transition in self.accumulator.add(obs, action, result.reward, result.obs, result.terminated,
-                                               result.truncated):
-            self.replay.add(transition)
-        repeat = self.config.env.action_repeat
-        state.env_steps += repeat
-        state.agent_steps += 1
-        if state.env_steps >= t.learning_starts and len(self.replay) >= self.config.agent.batch_size:
-            for _ in range(t.updates_per_step):
-                batch = self.replay.sample(self.config.agent.batch_size)
-                metrics = agent.update(batch)
-                if self.config.replay.prioritized:
-                    self.replay.update_priorities(batch.indices, metrics["priority"])
+        state = self.state
+        harvest = self.collector.collect()
+        before = state.env_steps
+        state.env_steps += harvest.env_steps
+        state.agent_steps += harvest.agent_steps
+        if state.env_steps >= self.config.train.learning_starts:
+            metrics = self._learn(self._learning_steps(before, harvest.agent_steps), metrics)
         elapsed = time.perf_counter() - tick
         state.train_seconds += elapsed
         self.session_seconds += elapsed
-        self.session_steps += repeat
-        return result, metrics
+        self.session_steps += harvest.env_steps
+        return harvest, metrics
+
+    def _learning_steps(self, before: int, agent_steps: int) -> int:
+        """Agent steps of a harvest that ended at or after learning_starts (env steps counted after
+        each step, as the single-process loop does): all of them, except in the harvest that
+        crosses learning_starts. In process (one step per harvest) this is always 1."""
+        starts, repeat = self.config.train.learning_starts, self.config.env.action_repeat
+        if before >= starts:
+            return agent_steps
+        early = -(-(starts - before) // repeat) - 1  # steps still short of learning_starts
+        return max(0, agent_steps - early)
+
+    def _learn(self, agent_steps: int, metrics: dict) -> dict:
+        """`updates_per_step` updates per agent step collected since learning started."""
+        agent, replay = self.agent, self.replay
+        if len(replay) >= self.config.agent.batch_size:
+            updates = self.config.train.updates_per_step * agent_steps
+            for _ in range(updates):
+                batch = replay.sample(self.config.agent.batch_size)
+                metrics = agent.update(batch)
+                if self.config.replay.prioritized:
+                    replay.update_priorities(batch.indices, metrics["priority"])
+            self.session_updates += updates
+        return metrics
 
     def _log_training(self, metrics: dict, bar) -> None:
         now = time.perf_counter()
@@ -207,7 +260,9 @@ class Trainer:
         self._log_clock, self._log_steps = now, self.state.env_steps
         scalars = {f"losses/{k}": v.item() for k, v in metrics.items() if k != "priority"}
         self.logger.log(self.state.env_steps, scalars | {"charts/SPS": sps})
-        self.state.next_log_at += self.config.train.log_every
+        # One period on; more when a whole actor chunk crossed several (in process: always one).
+        every = self.config.train.log_every
+        self.state.next_log_at += every * (1 + max(0, self.state.env_steps - self.state.next_log_at) // every)
         bar.set_postfix_str(_postfix(sps, self.state), refresh=False)
 
     def _end_episode(self, episode_return: float) -> None:
@@ -234,8 +289,10 @@ class Trainer:
             "env_steps": state.env_steps,
             "episodes": state.episodes,
             "env_steps_per_s": round(self.session_steps / max(self.session_seconds, 1e-9), 2),
+            "updates_per_s": round(self.session_updates / max(self.session_seconds, 1e-9), 2),
             "eval_return": state.last_eval_return,
             "recent_train_return": float(np.mean(state.recent_returns)) if state.recent_returns else None,
+            **(self.collector.stats() if self.collector is not None else {"num_actors": 1, "restarts": 0}),
         }
         plot_learning_curve(self.run_dir, title=f"{config.algo.upper()} on {config.env.id} (seed {config.seed})")
         summary["curve"] = str(self.run_dir / "curve.png")
@@ -262,13 +319,6 @@ def write_policy(agent, run_dir: Path, env_steps: int) -> None:
     payload = {"policy": agent.policy_state_dict(), "env_steps": torch.tensor(env_steps)}
     # atomic_write fsyncs the temp file itself; save_torch's own fsync would be a second one.
     atomic_write(run_dir / POLICY_FILE, lambda tmp: torch.save(payload, tmp))
-
-
-def _start_episode(env, agent, seed: int, episode: int):
-    obs = env.reset(seed=episode_seed(seed, 0, episode))
-    agent.reset_noise()
-    agent.observe(obs)
-    return obs
 
 
 def _postfix(sps: float | None, state: LoopState) -> str:
