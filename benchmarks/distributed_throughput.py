@@ -29,7 +29,16 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 SETUPS = {"in-process": {"num_actors": 1}, "ray K=1": {"num_actors": 1, "ray_address": "local"},
-          "ray K=2": {"num_actors": 2}}
+          "ray K=2": {"num_actors": 2}}  # the default set; --setups also takes any "ray K=N"
+
+
+def setup_overrides(setup: str) -> dict:
+    """distributed.* settings of a setup name: one of SETUPS, or "ray K=N" for any N >= 1."""
+    if setup in SETUPS:
+        return SETUPS[setup]
+    if setup.startswith("ray K=") and setup[6:].isdigit() and int(setup[6:]) >= 1:
+        return {"num_actors": int(setup[6:]), "ray_address": "local"}
+    raise SystemExit(f"unknown setup {setup!r}: expected one of {', '.join(SETUPS)} or 'ray K=N'")
 LEARNING_STARTS = 1000
 
 
@@ -41,7 +50,7 @@ def measure(algo: str, setup: str, learn: bool, warmup: float, window: float) ->
 
     overrides = [f"train.learning_starts={LEARNING_STARTS}", "train.total_env_steps=100000000",
                  "train.threads=2", "train.eval_every=0", "train.video_frames=0", "replay.capacity=300000"]
-    overrides += [f"distributed.{k}={v}" for k, v in SETUPS[setup].items()]
+    overrides += [f"distributed.{k}={v}" for k, v in setup_overrides(setup).items()]
     config = load_config(f"configs/{algo}_cheetah_run.yaml", overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False)
@@ -80,7 +89,7 @@ def main() -> None:
     parser.add_argument("--algo", choices=("td3", "d4pg"), default="td3")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds before the window (collectors up first)")
     parser.add_argument("--window", type=float, default=30.0, help="measured wall-clock seconds")
-    parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated subset of: " + ", ".join(SETUPS))
+    parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated, from: " + ", ".join(SETUPS) + ", or any 'ray K=N'")
     parser.add_argument("--no-learn", action="store_true", help="only collection alone (default: both)")
     parser.add_argument("--json", action="store_true", help="print only the JSON list")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, in this process
@@ -90,6 +99,8 @@ def main() -> None:
         print(json.dumps(measure(args.algo, setup, learn == "learn", args.warmup, args.window)))
         return
 
+    for setup in args.setups.split(","):
+        setup_overrides(setup)  # a typo fails here, not after minutes of measuring
     results = []
     modes = ["no-learn"] if args.no_learn else ["learn", "no-learn"]
     for mode in modes:
