@@ -134,3 +134,4 @@ def _lazy_factory(module_name: str, class_name: str) -> EnvFactory:
 register("dmc:", _lazy_factory("envs.dmc", "DMCEnv"))
 register("gym:", _lazy_factory("envs.gym_env", "GymEnv"))
 register("rlc:obstacle-course", _lazy_factory("envs.obstacle_course", "ObstacleCourseEnv"))
+register("rlc:grasp", _lazy_factory("envs.grasp", "GraspEnv"))

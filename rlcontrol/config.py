@@ -41,6 +41,9 @@ class EnvConfig:
     pixels: bool = _f(False, "observe rendered camera images instead of state")
     pixel_size: int = _f(84, "rendered image height and width in pixels", min=16, max=512)
     max_episode_steps: int | None = _f(None, "truncate episodes after this many agent steps (None: the task's own limit)", min=1)
+    kwargs: dict[str, Any] = _f(
+        None, "task keyword arguments passed to envs.make, e.g. {object_set: test, max_steps: 10} for rlc:grasp "
+              "(the task checks names and values)", factory=dict)
 
 
 @dataclass
@@ -262,6 +265,8 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {name} must be a mapping of name -> settings, got {value!r}")
         cls = args[1]
+        if cls is Any:  # free-form keyword arguments (env.kwargs): whoever receives them validates them
+            return {str(k): v for k, v in value.items()}
         return {str(k): _build_section(cls, v if v is not None else {}, f"{name}.{k}.", source, {}, {})
                 if isinstance(v, dict) or v is None else _not_mapping(f"{name}.{k}", v, source)
                 for k, v in value.items()}

@@ -5,17 +5,30 @@ from __future__ import annotations
 from rlcontrol.config import Config, EnvConfig
 from rlcontrol.errors import UserError
 
+# EnvConfig fields that make_env passes itself: env.kwargs may not set them a second time.
+_MAKE_ARGS = ("seed", "action_repeat", "obs_format", "pixels", "pixel_size", "max_episode_steps")
+
 
 def make_env(env_cfg: EnvConfig, seed: int):
     import envs
 
+    kwargs = dict(env_cfg.kwargs)
+    clash = sorted(set(kwargs) & set(_MAKE_ARGS))
+    if clash:
+        raise UserError(f"env.kwargs sets {', '.join(clash)}: set "
+                        f"{', '.join('the run seed' if k == 'seed' else 'env.' + k for k in clash)} instead")
     try:
         return envs.make(env_cfg.id, seed=seed, action_repeat=env_cfg.action_repeat, obs_format=env_cfg.obs_format,
                          pixels=env_cfg.pixels, pixel_size=env_cfg.pixel_size,
-                         max_episode_steps=env_cfg.max_episode_steps)
+                         max_episode_steps=env_cfg.max_episode_steps, **kwargs)
     except (envs.UnknownEnvError, ValueError) as exc:
         # Unknown ids, discrete action spaces, unbounded actions: the user's choice of task.
         raise UserError(f"env {env_cfg.id!r}: {exc}" if env_cfg.id not in str(exc) else str(exc)) from None
+    except TypeError as exc:
+        if not kwargs:
+            raise
+        # An unknown or mistyped keyword in env.kwargs: the task's constructor says which.
+        raise UserError(f"env {env_cfg.id!r}: env.kwargs {kwargs!r} rejected: {exc}") from None
 
 
 def total_updates(config: Config) -> int:
