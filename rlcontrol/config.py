@@ -110,6 +110,11 @@ class ReplayConfig:
     beta0: float = _f(0.4, "initial importance-sampling exponent, annealed to 1", min=0.0, max=1.0)
     beta_steps: int | None = _f(None, "updates over which beta anneals to 1 (None: the whole run)", min=1)
     eps: float = _f(1e-6, "added to |TD error| so no transition has zero priority", min=0.0, min_exclusive=True)
+    offline_replay: str | None = _f(None, "a replay file (ReplayBuffer.save, `rlcontrol bag-to-replay`) of offline "
+                                          "transitions mixed into every batch (None: online data only)")
+    offline_ratio: float = _f(0.5, "fraction of each batch drawn from offline_replay; the rest from the online replay",
+                              min=0.0, max=1.0)
+    offline_pretrain_updates: int = _f(0, "updates on offline_replay alone before collecting any experience", min=0)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The one off-policy training loop every agent of the DDPG family shares.
+"""The one off-policy training loop every agent (DDPG, TD3, D4PG, QT-Opt) shares.
 
     collect: act (uniform random until learning_starts, then mu(s) + noise)
              -> env.step -> n-step accumulator -> replay
@@ -11,6 +11,11 @@ distributed.num_actors: 1), or in chunks from K Ray actor workers (num_actors > 
 ray_address), each with its own environment and exploration noise, which the learner sends
 its policy every distributed.weight_sync_every updates. Either way the loop, the replay ratio,
 evaluation (the learner's own eval env), checkpoints and logs are this module's.
+
+Offline data (replay.offline_replay, rlcontrol/replay/mixed.py): batches then mix a fixed
+share (replay.offline_ratio) of transitions from a replay file with the online replay, after an
+optional replay.offline_pretrain_updates updates on the offline data alone before collecting.
+Without it, batches come from the online replay exactly as before.
 
 Evaluations and checkpoints happen at the first episode end after their period, and every
 episode's randomness is derived from (seed, episode index): together with the RNG states in
@@ -62,6 +67,7 @@ class LoopState:
     train_seconds: float = 0.0
     recent_returns: list = field(default_factory=list)
     last_eval_return: float | None = None
+    offline_pretrain_updates: int = 0  # done so far (replay.offline_pretrain_updates in all)
 
 
 def _check_resumable(config: Config, run_dir: Path) -> None:
@@ -114,7 +120,10 @@ class Trainer:
 
             noise_scales(config)
             self._ray_started = connect(config)
+        self._offline_rng = None
         try:
+            # Also before anything is written: a missing or damaged offline file is one error line.
+            self.offline = self._load_offline()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
             self.agent = make_agent(config, self.env.spec)
@@ -127,6 +136,7 @@ class Trainer:
             offsets = None
             if resume and latest is not None:
                 offsets = self._restore(latest)
+            self.sampler = self._make_sampler(fresh=offsets is None)
             self.logger = MetricsLogger(self.run_dir, resume_offsets=offsets,
                                         resume_step=self.state.env_steps if offsets else None)
         except BaseException:
@@ -150,11 +160,54 @@ class Trainer:
         self.rng.bit_generator.state = saved["rng"]
         self.agent.noise_rng.bit_generator.state = saved["noise_rng"]
         self.state = LoopState(**saved["loop"])
+        self._offline_rng = saved.get("offline_rng")
         return saved["log_sizes"]
+
+    def _load_offline(self):
+        """The replay.offline_replay buffer (None without one), checked against the task."""
+        from rlcontrol.replay.mixed import check_compatible, check_normalized_actions, load_replay_file
+        from rlcontrol.replay.obs_layout import ObsLayout
+
+        path = self.config.replay.offline_replay
+        if path is None:
+            return None
+        try:
+            offline = load_replay_file(path, device=self.config.train.device)
+        except FileNotFoundError:
+            raise UserError(f"replay.offline_replay: file not found: {path}") from None
+        except ValueError as exc:
+            # (the message names the file)
+            raise UserError(f"replay.offline_replay: {str(exc).splitlines()[0]}") from None
+        try:
+            check_compatible(offline, ObsLayout.from_spec(self.env.spec.observation), self.env.spec.action_dim)
+            check_normalized_actions(offline)
+        except ValueError as exc:
+            raise UserError(f"replay.offline_replay {path} does not fit {self.config.env.id}: {exc}") from None
+        return offline
+
+    def _make_sampler(self, fresh: bool):
+        """What _learn samples from: the online replay, or a MixedSampler over it and the offline data."""
+        if self.offline is None:
+            return self.replay
+        from rlcontrol.agents.learner import flatten_obs
+        from rlcontrol.replay.mixed import MixedSampler
+
+        sampler = MixedSampler(self.replay, self.offline, self.config.replay.offline_ratio)
+        if self._offline_rng is not None:
+            sampler.set_rng_state(self._offline_rng)
+        normalizer = self.agent.normalizer
+        if fresh and normalizer.enabled:
+            # The running statistics start from the offline observations (a resumed run has them
+            # in its checkpoint), so offline-only pretraining sees normalized inputs too.
+            for obs in sampler.offline_observations():
+                normalizer.update(flatten_obs(obs, 1).to(self.agent.device))
+        return sampler
 
     def checkpoint(self) -> None:
         state_json = {"loop": self.state.__dict__, "rng": self.rng.bit_generator.state,
                       "noise_rng": self.agent.noise_rng.bit_generator.state, "log_sizes": self.logger.flush()}
+        if self.offline is not None:
+            state_json["offline_rng"] = self.sampler.rng_state()
         self.ckpts.save(self.state.env_steps, self.agent.state_dict(), self.replay, state_json)
         write_policy(self.agent, self.run_dir, self.state.env_steps)
 
@@ -176,6 +229,8 @@ class Trainer:
         bar = _progress_bar(t.total_env_steps, self.state.env_steps, enabled=self.progress)
         metrics = {}
         try:
+            if self.state.offline_pretrain_updates < self.config.replay.offline_pretrain_updates:
+                metrics = self._pretrain_offline()
             self.collector = make_collector(self)
             self.collector.start()
             self._log_clock, self._log_steps = time.perf_counter(), self.state.env_steps
@@ -243,15 +298,34 @@ class Trainer:
 
     def _learn(self, agent_steps: int, metrics: dict) -> dict:
         """`updates_per_step` updates per agent step collected since learning started."""
-        agent, replay = self.agent, self.replay
-        if len(replay) >= self.config.agent.batch_size:
+        agent, sampler, batch_size = self.agent, self.sampler, self.config.agent.batch_size
+        # The online replay alone (the default), or a MixedSampler with offline data (its share
+        # of online rows must be there).
+        ready = len(self.replay) >= batch_size if self.offline is None else sampler.ready(batch_size)
+        if ready:
             updates = self.config.train.updates_per_step * agent_steps
             for _ in range(updates):
-                batch = replay.sample(self.config.agent.batch_size)
+                batch = sampler.sample(batch_size)
                 metrics = agent.update(batch)
                 if self.config.replay.prioritized:
-                    replay.update_priorities(batch.indices, metrics["priority"])
+                    sampler.update_priorities(batch.indices, metrics["priority"])
             self.session_updates += updates
+        return metrics
+
+    def _pretrain_offline(self) -> dict:
+        """replay.offline_pretrain_updates updates on offline data alone, before any collection
+        (QT-Opt's offline phase). Not checkpointed midway: an interrupted run starts it again.
+        Not counted in the run's throughput figures (updates_per_s, env_steps_per_s)."""
+        total, batch_size = self.config.replay.offline_pretrain_updates, self.config.agent.batch_size
+        metrics = {}
+        while self.state.offline_pretrain_updates < total:
+            batch = self.sampler.sample_offline(batch_size)
+            metrics = self.agent.update(batch)
+            if self.config.replay.prioritized and hasattr(self.offline, "update_priorities"):
+                self.offline.update_priorities(batch.indices, metrics["priority"])
+            self.state.offline_pretrain_updates += 1
+        scalars = {f"offline_pretrain/{k}": v.item() for k, v in metrics.items() if k != "priority"}
+        self.logger.log(self.state.env_steps, scalars | {"offline_pretrain/updates": total})
         return metrics
 
     def _log_training(self, metrics: dict, bar) -> None:
