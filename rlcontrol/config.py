@@ -158,7 +158,39 @@ class DistributedConfig:
     noise_scales: list[float] | None = _f(None, "per-actor multipliers of exploration_sigma (None: spread from 0.5x to 2x)", min=0.0)
 
 
-AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig}
+@dataclass
+class QTOptConfig:
+    """QT-Opt (Kalashnikov et al. 2018): Q-learning whose policy is the CEM argmax of Q(s, a) (no
+    actor), clipped double Q with Polyak target networks. Image observations get a conv encoder."""
+
+    q_hidden: list[int] = _f(None, "Q network MLP hidden widths (after the conv encoder for images)",
+                             factory=lambda: [256, 256], min=1)
+    conv_channels: list[int] = _f(None, "images: channels of each conv layer of the encoder",
+                                  factory=lambda: [32, 32, 32], min=1)
+    conv_kernel: int = _f(3, "images: conv kernel size", min=1)
+    conv_stride: int = _f(2, "images: conv stride", min=1)
+    conv_features: int = _f(64, "images: size of the image feature vector the state and action join", min=1)
+    lr: float = _f(3e-4, "Q network Adam learning rate", min=0.0, min_exclusive=True)
+    gamma: float = _f(0.99, "discount factor", min=0.0, max=1.0)
+    tau: float = _f(0.005, "Polyak rate of the target networks: theta' <- tau*theta + (1-tau)*theta'", min=0.0, max=1.0, min_exclusive=True)
+    batch_size: int = _f(256, "minibatch size", min=1)
+    loss: str = _f("mse", "Bellman loss: squared error, or QT-Opt's log loss on Q = sigmoid(logit) for rewards in [0, 1]",
+                   choices=("mse", "cross_entropy"))
+    n_critics: int = _f(2, "Q estimates; the target takes their minimum (clipped double Q)", min=1)
+    cem_samples: int = _f(64, "CEM samples per iteration (N)", min=1)
+    cem_elites: int = _f(6, "CEM elites refitted per iteration (M <= N)", min=1)
+    cem_iterations: int = _f(2, "CEM iterations (I)", min=1)
+    cem_init_std: float = _f(1.0, "CEM's first std as a fraction of the half action range (mean at the centre)",
+                             min=0.0, min_exclusive=True)
+    epsilon: float = _f(0.1, "exploration: probability of a uniform random action instead of the CEM action", min=0.0, max=1.0)
+    exploration_sigma: float = _f(0.0, "exploration: std of Gaussian noise on the CEM action (normalized units; "
+                                       "distributed actors scale it)", min=0.0)
+    grad_clip_norm: float | None = _f(None, "clip the gradient norm to this value (None: no clipping)", min=0.0, min_exclusive=True)
+    obs_norm: bool = _f(False, "normalize observations (state parts) with running mean/std (stored with the agent, baked into exports)")
+    obs_norm_clip: float = _f(10.0, "clip normalized observations to +-this", min=0.0, min_exclusive=True)
+
+
+AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig, "qtopt": QTOptConfig}
 
 
 @dataclass
@@ -229,7 +261,19 @@ def config_from_dict(raw: dict, source: str = "config", lines: dict[str, int] | 
     seed = _coerce(raw.get("seed", 0), int, "seed", source)
     if seed < 0:
         raise ConfigError(f"{source}: seed must be >= 0, got {seed}")
-    return Config(algo=algo, seed=seed, **built)
+    config = Config(algo=algo, seed=seed, **built)
+    _check_combinations(config, source)
+    return config
+
+
+def _check_combinations(config: Config, source: str) -> None:
+    """Settings that are valid one by one but not together."""
+    agent, replay = config.agent, config.replay
+    if isinstance(agent, QTOptConfig) and agent.cem_elites > agent.cem_samples:
+        raise ConfigError(f"{source}: agent.cem_elites ({agent.cem_elites}) must be <= agent.cem_samples "
+                          f"({agent.cem_samples})")
+    if replay.offline_replay is None and replay.offline_pretrain_updates > 0:
+        raise ConfigError(f"{source}: replay.offline_pretrain_updates needs replay.offline_replay (a replay file)")
 
 
 def _build_section(cls, section: dict, prefix: str, source: str, lines: dict[str, int], sections: dict):

@@ -39,3 +39,32 @@ class OrnsteinUhlenbeckNoise:
         eps = self.rng.standard_normal(self.action_dim)
         self.x += self.theta * (self.mu - self.x) * self.dt + self.sigma * np.sqrt(self.dt) * eps
         return self.x.astype(np.float32)
+
+
+class EpsilonGreedyGaussian:
+    """Exploration for a policy without an actor (QT-Opt's CEM argmax):
+
+        with probability epsilon:  a uniform random action in [-1, 1]^A   (epsilon-greedy)
+        otherwise:                 clip(a_greedy + N(0, sigma^2 I), -1, 1)
+
+    QT-Opt explored epsilon-greedily around the CEM action; the Gaussian part (sigma, off
+    with 0) is what distributed actor workers scale per worker (they set `.sigma`).
+    `explores_uniformly()` is drawn first so the caller can skip the CEM for a random step.
+    """
+
+    def __init__(self, action_dim: int, epsilon: float, sigma: float, rng: np.random.Generator):
+        self.action_dim, self.epsilon, self.sigma, self.rng = action_dim, epsilon, sigma, rng
+
+    def reset(self) -> None:
+        pass
+
+    def explores_uniformly(self) -> bool:
+        return self.epsilon > 0 and self.rng.random() < self.epsilon
+
+    def uniform(self) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+
+    def perturb(self, action: np.ndarray) -> np.ndarray:
+        if self.sigma <= 0:
+            return action
+        return np.clip(action + self.sigma * self.rng.standard_normal(self.action_dim), -1.0, 1.0).astype(np.float32)

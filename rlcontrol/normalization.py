@@ -55,3 +55,48 @@ class RunningNormalizer(nn.Module):
         if not self.enabled:
             return x
         return ((x - self._mean32) * self._inv_std32).clamp(-self.clip, self.clip)
+
+
+class PartialNormalizer(RunningNormalizer):
+    """A RunningNormalizer for some column ranges of a wider vector; the other columns pass through.
+
+    For observations that mix images and state (QT-Opt's pixel Q network): per-pixel running
+    statistics would be thousands of buffers that say little, so image columns go through
+    raw (the network scales them) and only the state columns are standardized.
+    `segments` lists (start, stop, normalize) ranges that cover 0..width in order; the
+    statistics (mean, var: one entry per normalized column) are what the plain normalizer
+    would hold for those columns. update() and forward() take the full (..., width) vector.
+    """
+
+    def __init__(self, segments: list[tuple[int, int, bool]], clip: float = 10.0, eps: float = 1e-8,
+                 enabled: bool = True):
+        starts = [a for a, _, _ in segments]
+        stops = [b for _, b, _ in segments]
+        if not segments or starts[0] != 0 or starts[1:] != stops[:-1]:
+            raise ValueError(f"segments must cover 0..width contiguously, got {segments}")
+        super().__init__(sum(b - a for a, b, keep in segments if keep), clip=clip, eps=eps, enabled=enabled)
+        self.width = stops[-1]
+        self.segments = [(a, b, bool(keep)) for a, b, keep in segments]
+
+    def _columns(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[..., a:b] for a, b, keep in self.segments if keep], dim=-1)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """x: (width,) or (B, width)."""
+        if self.enabled:
+            super().update(self._columns(x.reshape(-1, self.width)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        parts, offset = [], 0
+        for a, b, keep in self.segments:
+            part = x[..., a:b]
+            if keep:
+                n = b - a
+                part = ((part - self._mean32[offset:offset + n]) * self._inv_std32[offset:offset + n]).clamp(
+                    -self.clip, self.clip)
+                offset += n
+            parts.append(part)
+        return torch.cat(parts, dim=-1)

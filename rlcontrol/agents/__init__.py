@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from rlcontrol.agents.learner import DeterministicPolicyAgent
+from rlcontrol.agents.qtopt.agent import QTOptAgent
 from rlcontrol.errors import ConfigError
 
-ALGORITHMS = ("ddpg", "td3", "d4pg")
+ALGORITHMS = ("ddpg", "td3", "d4pg", "qtopt")
 
 
-def make_agent(config, env_spec) -> DeterministicPolicyAgent:
+def make_agent(config, env_spec) -> DeterministicPolicyAgent | QTOptAgent:
     """Build the agent for `config.algo` on an environment with `env_spec`."""
-    if config.algo in ALGORITHMS:
-        try:
-            return DeterministicPolicyAgent(
-                config.algo, config.agent, env_spec.observation, env_spec.action_dim,
-                seed=config.seed, device=config.train.device, prioritized=config.replay.prioritized,
-                compile=config.train.compile,
-            )
-        except ValueError as exc:  # a network the config describes cannot be built for this task
-            raise ConfigError(f"agent: {exc}") from None
-    raise ValueError(f"unknown algo {config.algo!r}")
+    if config.algo not in ALGORITHMS:
+        raise ValueError(f"unknown algo {config.algo!r}")
+    kwargs = {"seed": config.seed, "device": config.train.device, "prioritized": config.replay.prioritized,
+              "compile": config.train.compile}
+    try:
+        if config.algo == "qtopt":
+            return QTOptAgent(config.agent, env_spec.observation, env_spec.action_dim, **kwargs)
+        return DeterministicPolicyAgent(config.algo, config.agent, env_spec.observation, env_spec.action_dim, **kwargs)
+    except ValueError as exc:  # a network the config describes cannot be built for this task
+        raise ConfigError(f"agent: {exc}") from None
 
 
-__all__ = ["ALGORITHMS", "DeterministicPolicyAgent", "make_agent"]
+__all__ = ["ALGORITHMS", "DeterministicPolicyAgent", "QTOptAgent", "make_agent"]

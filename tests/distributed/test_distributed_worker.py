@@ -185,3 +185,24 @@ def test_bad_distributed_flags_are_one_error_line_and_write_nothing(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rlcontrol: error: ") and message in err[0], err
     assert not run.exists()
+
+
+def test_worker_runs_a_qtopt_agent_with_published_weights():
+    """QT-Opt has no actor: the worker acts with the CEM policy, scales its Gaussian noise and
+    applies the learner's policy state (Q network, normalizer, CEM noise buffer)."""
+    config = config_from_dict({"algo": "qtopt", "seed": 5, "env": {"id": "gym:Pendulum-v1", "max_episode_steps": 7},
+                               "agent": {"q_hidden": [16], "exploration_sigma": 0.2, "epsilon": 0.0,
+                                         "obs_norm": True, "cem_samples": 8, "cem_elites": 2},
+                               "distributed": {"num_actors": 2}})
+    worker = ActorWorker(config, index=0, noise_scale=2.0)
+    assert worker.agent.noise.sigma == pytest.approx(0.4)
+    env = builders.make_env(config.env, 0)
+    learner = make_agent(config, env.spec)
+    env.close()
+    learner.normalizer.update(torch.randn(50, 3) * 4 + 1)
+    worker.set_weights(0, numpy_policy_state(learner.policy_state_dict()))
+    chunk = worker.collect(10, learning_started=True)
+    assert chunk["version"] == 0 and chunk["transitions"]["action"].shape == (10, 1)
+    obs = np.array([0.3, -0.2, 1.0], np.float32)
+    worker.agent.noise.sigma = 0.0
+    np.testing.assert_array_equal(worker.agent.act(obs, explore=True), learner.act(obs))

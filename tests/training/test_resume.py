@@ -37,6 +37,32 @@ train:
 """
 
 
+# QT-Opt (its own agent: generator for the target CEM noise, Q networks) with offline data mixed
+# into every batch after offline pretraining: the offline sampling RNG is part of the checkpoint.
+QTOPT_CONFIG = CONFIG.replace("algo: td3", "algo: qtopt").replace(
+    "  actor_hidden: [32, 32]\n  critic_hidden: [32, 32]\n",
+    "  q_hidden: [32, 32]\n  cem_samples: 16\n  cem_elites: 3\n  epsilon: 0.2\n  exploration_sigma: 0.1\n"
+    "  obs_norm: true\n").replace(
+    "  prioritized: true\n",
+    "  prioritized: true\n  offline_replay: {offline}\n  offline_ratio: 0.25\n  offline_pretrain_updates: 100\n")
+
+
+def write_offline_replay(path: Path) -> Path:
+    """300 Pendulum-shaped transitions (3-D observations, 1-D normalized actions)."""
+    import numpy as np
+
+    from rlcontrol.replay import ReplayBuffer
+
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((300, 3)).astype(np.float32)
+    buffer = ReplayBuffer(300, (3,), 1)
+    buffer.add_batch({"obs": obs, "action": rng.uniform(-1, 1, (300, 1)).astype(np.float32),
+                      "reward": rng.uniform(-10, 0, 300).astype(np.float32),
+                      "discount": np.full(300, 0.97, np.float32), "next_obs": obs[::-1].copy()})
+    buffer.save(path)
+    return path
+
+
 def train_cmd(cfg, run_dir, *extra):
     return [sys.executable, "-m", "rlcontrol.cli", "train", str(cfg), "--run-dir", str(run_dir), "--no-progress", *extra]
 
@@ -48,9 +74,13 @@ def comparable(run_dir: Path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
-    cfg = tmp_path / "td3_pendulum_small.yaml"
-    cfg.write_text(CONFIG)
+@pytest.mark.parametrize("algo", ["td3", "qtopt"])
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path, algo):
+    cfg = tmp_path / f"{algo}_pendulum_small.yaml"
+    if algo == "td3":
+        cfg.write_text(CONFIG)
+    else:
+        cfg.write_text(QTOPT_CONFIG.format(offline=write_offline_replay(tmp_path / "offline.safetensors")))
     env = dict(os.environ, PYTHONHASHSEED="0")
     full = tmp_path / "full"
     subprocess.run(train_cmd(cfg, full), check=True, env=env, capture_output=True, timeout=300)
