@@ -82,7 +82,8 @@ def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path |
     rng = np.random.default_rng(seed)
     observations = []
     for _ in range(256):
-        obs = {o.name: rng.standard_normal(o.shape).astype(np.float32) for o in meta.observations}
+        obs = {o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"  # camera images
+               else rng.standard_normal(o.shape).astype(np.float32) for o in meta.observations}
         observations.append(obs if len(obs) > 1 else next(iter(obs.values())))
 
     backends: dict[str, Callable] = {"onnxruntime": policy.act}

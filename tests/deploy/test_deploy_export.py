@@ -12,7 +12,13 @@ import pytest
 from envs.core import scale_action
 from rlcontrol.config import load_config
 from rlcontrol.deploy import runtime
-from rlcontrol.deploy.export import PARITY_TOLERANCE, export_run, random_observations, torch_physical_actions
+from rlcontrol.deploy.export import (
+    PARITY_TOLERANCE,
+    check_parity,
+    export_run,
+    random_observations,
+    torch_physical_actions,
+)
 from rlcontrol.training.evaluate_run import load_policy_agent
 
 # Every agent kind in main, with flat and dict observations, with and without running
@@ -28,6 +34,9 @@ CASES = [
     ("d4pg", "dmc:cartpole-swingup", "flat", True, None),
     ("td3", "dmc:cheetah-run", "dict", True, MLP_SPLIT),
     ("d4pg", "dmc:cheetah-run", "dict", False, CONV_SPLIT),
+    # QT-Opt: normalizer + Q network + CEM over a fixed noise buffer (1-D and 6-D actions).
+    ("qtopt", "dmc:cartpole-swingup", "flat", True, None),
+    ("qtopt", "dmc:cheetah-run", "dict", False, None),
 ]
 
 
@@ -112,3 +121,43 @@ def test_export_is_atomic_and_leaves_no_temp_files(td3_export):
     _, out, summary = td3_export
     assert hashlib.sha256(out.read_bytes()).hexdigest() == summary["sha256"]
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_qtopt_pixel_policy_takes_uint8_images(tmp_path, make_run_dir):
+    """Image + state observations: the image is a uint8 input, the conv encoder runs in the graph."""
+    run_dir = make_run_dir("qtopt", "dmc:cartpole-swingup", "flat", True, hidden=(32, 32),
+                           env={"pixels": True, "pixel_size": 32, "kwargs": {"include_state": True}},
+                           agent={"conv_channels": [8, 8], "conv_features": 16})
+    out = tmp_path / "p.onnx"
+    summary = export_run(run_dir, out, parity_samples=200)
+    assert summary["parity"]["ok"] and summary["inputs"] == {"pixels": [3, 32, 32], "state": [5]}
+    policy = runtime.load(out)
+    assert [(o.name, o.dtype) for o in policy.metadata.observations] == [("pixels", "uint8"), ("state", "float32")]
+    image = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    action = policy.act({"pixels": image, "state": np.zeros(5, np.float32)})
+    assert action.shape == (1,) and np.abs(action).max() <= 1.0
+    with pytest.raises(runtime.ObservationError, match="dtype"):
+        policy.act({"pixels": image.astype(np.float32), "state": np.zeros(5, np.float32)})
+
+
+def test_qtopt_graph_has_no_random_ops_and_a_fixed_digest(tmp_path, make_run_dir):
+    """The CEM noise is a buffer baked into the graph: two exports compute the same graph."""
+    run_dir = make_run_dir("qtopt", "gym:Pendulum-v1", "flat", True, hidden=(32, 32))
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    export_run(run_dir, first, parity_samples=100)
+    summary = export_run(run_dir, second, parity_samples=100)
+    ops = {node.op_type for node in onnx.load(first).graph.node}
+    assert "TopK" in ops and not {op for op in ops if "Random" in op or op in ("Multinomial", "Bernoulli")}
+    assert runtime.load(first).metadata.graph_sha256 == runtime.load(second).metadata.graph_sha256
+    assert runtime.load(first).metadata.algorithm == "qtopt"
+    parity = summary["parity"]
+    # Argmax ties at float rounding level are counted, never silently passed: a handful at most.
+    assert parity["ok"] and parity["near_tie_flips"] <= 0.01 * 200
+    _, env, _ = load_policy_agent(run_dir)
+    obs = random_observations(env.spec.observation, 64, np.random.default_rng(1))
+    np.testing.assert_array_equal(runtime.load(first).act_batch(obs), runtime.load(second).act_batch(obs))
+    # The tie allowance is no loophole: another seed's Q network fails the check.
+    _, _, other = load_policy_agent(make_run_dir("qtopt", "gym:Pendulum-v1", "flat", False, hidden=(32, 32), seed=1))
+    wrong = check_parity(other, env, first, samples=100)
+    env.close()
+    assert not wrong["ok"] and (wrong["max_abs_diff"] > 1e-3 or wrong["near_tie_flips"] > 2)
