@@ -42,19 +42,29 @@ POLICY_NODE = "policy_node"
 SERVICE_WAIT_S = 20.0  # generous: the node imports onnxruntime and discovers peers on a shared 2-core machine
 
 
-@pytest.fixture(scope="session")
-def cartpole_policy(tmp_path_factory) -> Path:
-    """One exported (untrained TD3, normalized) dmc:cartpole-swingup policy for the whole session:
-    input "observation" = position(3) + velocity(2), one action "slide" in [-1, 1]."""
+def _export_cartpole_policy(root: Path, **run_options) -> Path:
     from rlcontrol.deploy.export import export_run
 
     spec = importlib.util.spec_from_file_location("_deploy_run_factory", REPO_ROOT / "tests/deploy/conftest.py")
     factory = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(factory)
-    root = tmp_path_factory.mktemp("ros_policy")
     out = root / "policy.onnx"
-    export_run(factory.make_run(root), out, parity_samples=20)
+    export_run(factory.make_run(root, **run_options), out, parity_samples=20)
     return out
+
+
+@pytest.fixture(scope="session")
+def cartpole_policy(tmp_path_factory) -> Path:
+    """One exported (untrained TD3, normalized) dmc:cartpole-swingup policy for the whole session:
+    input "observation" = position(3) + velocity(2), one action "slide" in [-1, 1]."""
+    return _export_cartpole_policy(tmp_path_factory.mktemp("ros_policy"))
+
+
+@pytest.fixture(scope="session")
+def qtopt_cartpole_policy(tmp_path_factory) -> Path:
+    """The same task as `cartpole_policy` with an (untrained, normalized) QT-Opt policy: no actor,
+    the graph is the Q network and its fixed-noise CEM iterations."""
+    return _export_cartpole_policy(tmp_path_factory.mktemp("ros_qtopt_policy"), algo="qtopt", hidden=(64, 64))
 
 
 class Operator:
@@ -245,11 +255,20 @@ def reference_obs(cartpole_policy) -> list[tuple[dict[str, list[float]], tuple[f
     """Two observations and the policy's action for each, computed in this process with the
     same runtime the node uses; the actions are far from the safe zero and from each other, so
     a command tells which of them (or the safe command) it came from."""
+    return reference_observations(cartpole_policy)
+
+
+@pytest.fixture(scope="session")
+def qtopt_reference_obs(qtopt_cartpole_policy) -> list[tuple[dict[str, list[float]], tuple[float, ...]]]:
+    return reference_observations(qtopt_cartpole_policy)
+
+
+def reference_observations(policy_path: Path) -> list[tuple[dict[str, list[float]], tuple[float, ...]]]:
     import numpy as np
 
     from rlcontrol.deploy import runtime
 
-    policy = runtime.load(cartpole_policy)
+    policy = runtime.load(policy_path)
     rng = np.random.default_rng(0)
     found: list[tuple[dict[str, list[float]], tuple[float, ...]]] = []
     for _ in range(1000):

@@ -87,6 +87,26 @@ def test_active_commands_follow_policy_at_control_rate(cartpole_policy, start_po
     assert proc.poll() is None
 
 
+def test_qtopt_policy_runs_through_the_same_node(qtopt_cartpole_policy, qtopt_reference_obs, start_policy_node,
+                                                operator):
+    """QT-Opt's CEM policy is an ONNX graph like any other: the node commands exactly what the
+    runtime computes in this process for each observation, at the control rate."""
+    assert runtime.load(qtopt_cartpole_policy).metadata.algorithm == "qtopt"
+    (obs_a, action_a), (obs_b, action_b) = qtopt_reference_obs
+    proc, log = start_policy_node(qtopt_cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5)
+    operator.obs = obs_a
+    _bring_up(operator)
+    assert operator.spin_until(lambda: operator.commands and _close(operator.commands[-1][1], action_a)), \
+        (operator.commands[-3:], action_a, log.read_text())
+    start = time.monotonic()
+    operator.spin_for(0.5)
+    window = operator.commands_since(start)
+    assert len(window) >= 0.6 * RATE_HZ * 0.5 and all(_close(c, action_a) for c in window), window[:5]
+    operator.obs = obs_b
+    assert operator.spin_until(lambda: _close(operator.commands[-1][1], action_b), timeout=5.0)
+    assert proc.poll() is None
+
+
 def test_deactivate_sends_safe_command_then_nothing(cartpole_policy, start_policy_node, operator, reference_obs):
     obs, action = reference_obs[0]
     _, log = start_policy_node(cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5)
