@@ -63,6 +63,17 @@ def _positive_float(text: str) -> float:
 _non_negative_int = _int_at_least(0)
 
 
+def _json_object(text: str) -> dict:
+    """argparse type: a JSON object such as '{"object_set": "test"}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlcontrol", description="Continuous-control RL for robots.")
     parser.add_argument("--version", action="version", version=f"rlcontrol {__version__}")
@@ -114,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--policy", required=True, help="an exported policy.onnx")
     dp.add_argument("--robot", default="sim", help="'sim': the MuJoCo robot node (the only built-in robot)")
     dp.add_argument("--env", help="task for the simulated robot (default: the policy's training task)")
+    dp.add_argument("--env-kwargs", type=_json_object, default=None,
+                    help='task keywords for the simulated robot as a JSON object, e.g. \'{"object_set": "test"}\'')
     dp.add_argument("--episodes", type=_positive_int, default=None, help="stop after N episodes (default 2)")
     dp.add_argument("--duration", type=_positive_float, default=None, help="stop after S seconds")
     dp.add_argument("--rate", type=_positive_float, default=None, help="control rate in Hz (default: the policy's)")
@@ -229,7 +242,7 @@ def cmd_deploy(args) -> dict:
 
         raise _UserError(f"ROS 2 is not installed ({exc.name}); run scripts/setup.sh ros") from None
     episodes = args.episodes if args.episodes or args.duration else 2
-    summary = deploy(args.policy, env_id=args.env, robot=args.robot, duration=args.duration, episodes=episodes,
+    summary = deploy(args.policy, env_id=args.env, env_kwargs=args.env_kwargs, robot=args.robot, duration=args.duration, episodes=episodes,
                      rate_hz=args.rate, real_time_factor=args.real_time_factor, record=args.record, seed=args.seed,
                      trigger=args.trigger, realtime_priority=args.realtime_priority)
     if not args.json:

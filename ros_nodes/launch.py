@@ -81,7 +81,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
     return proc.returncode
 
 
-def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", duration: float | None = None,
+def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | None = None, robot: str = "sim", duration: float | None = None,
            episodes: int | None = 2, rate_hz: float | None = None, real_time_factor: float = 1.0,
            record: str | None = None, seed: int = 0, log_dir: str | None = None, quiet: bool = False,
            realtime_priority: int = 0, trigger: str = "timer") -> dict:
@@ -111,7 +111,8 @@ def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", d
     children: dict[str, subprocess.Popen] = {}
     try:
         monitor = _Monitor()
-        children["sim_robot"] = spawn(["-m", "ros_nodes.sim_robot", "--env", env_id, "--seed", str(seed),
+        children["sim_robot"] = spawn(["-m", "ros_nodes.sim_robot", "--env", env_id,
+                                        "--env-kwargs", json.dumps(env_kwargs or {}), "--seed", str(seed),
                                         "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
                                         "--no-autostart"],
                                        env, logs / "sim_robot.log", new_session=True)
@@ -129,7 +130,7 @@ def deploy(policy_path: str, *, env_id: str | None = None, robot: str = "sim", d
         codes = {name: stop_process(proc) for name, proc in children.items()}
         if rclpy.ok():
             rclpy.shutdown()
-    summary = {**result.summary(), "env_id": env_id, "action_repeat": repeat, "rate_hz": rate_hz,
+    summary = {**result.summary(), "env_id": env_id, "env_kwargs": env_kwargs or {}, "action_repeat": repeat, "rate_hz": rate_hz,
                "real_time_factor": real_time_factor, "exit_codes": codes, "logs": str(logs)}
     if record:
         summary["bag"] = record

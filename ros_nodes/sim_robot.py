@@ -61,6 +61,7 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=R
 # name: (default, description). Read in on_configure, so a lifecycle manager may set them first.
 PARAMETERS: dict[str, tuple[object, str]] = {
     "env_id": ("dmc:cartpole-swingup", "envs.make id of the simulated task"),
+    "env_kwargs": ("{}", "task keywords for envs.make as a JSON object, e.g. {\"object_set\": \"test\"} for rlc:grasp"),
     "seed": (0, "seed of episode 0; episode i is reset with seed + i"),
     "action_repeat": (1, "physics control steps per command"),
     "max_episode_steps": (0, "truncate episodes after this many steps; 0 = the task's own limit"),
@@ -190,8 +191,12 @@ class SimRobotNode(LifecycleNode):
         self._seed = int(p["seed"])
         self._episodes = int(p["episodes"])
         self._timeout = float(p["command_timeout_s"])
-        self.env = envs.make(p["env_id"], seed=self._seed, action_repeat=int(p["action_repeat"]),
-                             obs_format="dict", max_episode_steps=int(p["max_episode_steps"]) or None)
+        try:
+            self.env = envs.make(p["env_id"], seed=self._seed, action_repeat=int(p["action_repeat"]),
+                                 obs_format="dict", max_episode_steps=int(p["max_episode_steps"]) or None,
+                                 **p["env_kwargs"])
+        except TypeError as exc:  # a keyword the task does not take
+            raise ConfigError(f"env_kwargs {p['env_kwargs']} rejected by {p['env_id']}: {exc}") from None
         self.spec = self.env.spec
         self._period = self.spec.control_period / float(p["real_time_factor"])
         self._low = np.asarray(self.spec.action_low, dtype=np.float64)
@@ -313,6 +318,7 @@ class SimRobotNode(LifecycleNode):
 
 
 def _check_parameters(p: dict) -> None:
+    p["env_kwargs"] = parse_env_kwargs(p["env_kwargs"])
     if not float(p["real_time_factor"]) > 0 or not math.isfinite(float(p["real_time_factor"])):
         raise ConfigError(f"real_time_factor must be a positive number, got {p['real_time_factor']}")
     if int(p["action_repeat"]) < 1:
@@ -324,10 +330,21 @@ def _check_parameters(p: dict) -> None:
         raise ConfigError(f"command_timeout_s must be >= 0, got {p['command_timeout_s']}")
 
 
+def parse_env_kwargs(text: str) -> dict:
+    """The env_kwargs parameter: a JSON object of task keywords ("" or "{}": none)."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"env_kwargs must be a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"env_kwargs must be a JSON object, got {text!r}")
+    return value
+
+
 # ---------------------------------------------------------------------- command line
 
 # flag dest -> node parameter; only flags given on the command line override --ros-args / defaults.
-_FLAG_PARAMETERS = {"env": "env_id", "seed": "seed", "action_repeat": "action_repeat",
+_FLAG_PARAMETERS = {"env": "env_id", "env_kwargs": "env_kwargs", "seed": "seed", "action_repeat": "action_repeat",
                     "real_time_factor": "real_time_factor", "episodes": "episodes",
                     "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps"}
 
@@ -335,6 +352,7 @@ _FLAG_PARAMETERS = {"env": "env_id", "seed": "seed", "action_repeat": "action_re
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=NODE_NAME, description=__doc__.splitlines()[0])
     parser.add_argument("--env", help="environment id, e.g. dmc:cartpole-swingup")
+    parser.add_argument("--env-kwargs", help='task keywords as a JSON object, e.g. \'{"object_set": "test"}\'')
     parser.add_argument("--seed", type=int, help="seed of episode 0 (default 0)")
     parser.add_argument("--action-repeat", type=int, help="physics steps per command (default 1)")
     parser.add_argument("--real-time-factor", type=float, help="1.0 = wall-clock control period (default)")

@@ -57,6 +57,7 @@ def test_bad_input_gets_one_line(make_run_dir, tmp_path):
     assert_one_line_error(run_cli("inspect", tmp_path / "nope.onnx"), "not found")
     assert_one_line_error(run_cli("inspect", garbage))
     assert_one_line_error(run_cli("bench-policy", garbage))
+    assert_one_line_error(run_cli("deploy", "--policy", garbage, "--env-kwargs", "[1]"), "JSON object")
 
 
 @pytest.mark.parametrize("flag", ["--sha256"])

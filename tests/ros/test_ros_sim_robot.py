@@ -188,3 +188,27 @@ def test_unknown_env_is_one_line_error(ros_env):
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("sim_robot: error: "), proc.stderr
     assert "nosuch:env" in errors[0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ("[1, 2]", "env_kwargs must be a JSON object"),
+    ("{not json", "env_kwargs must be a JSON object"),
+    ('{"no_such_keyword": 1}', "no_such_keyword"),
+    ('{"object_set": "nope"}', "object_set"),
+])
+def test_bad_env_kwargs_are_one_line_errors(ros_env, kwargs, message):
+    proc = subprocess.run([sys.executable, "-m", "ros_nodes.sim_robot", "--env", "rlc:grasp", "--env-kwargs", kwargs],
+                          env=ros_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("sim_robot: error: ") and message in errors[0], proc.stderr
+
+
+def test_env_kwargs_reach_the_task(ros_env, probe, tmp_path):
+    """Task keywords go to envs.make: rlc:grasp with max_steps 3 ends its episodes after 3 steps."""
+    log = tmp_path / "robot.log"
+    with running_robot(ros_env, log, "--env", "rlc:grasp", "--env-kwargs", '{"max_steps": 3, "object_set": "test"}',
+                       "--real-time-factor", "4"):
+        assert probe.spin_until(lambda: any(e["event"] == "end" for e in probe.events)), _robot_log(log)
+    end = next(e for e in probe.events if e["event"] == "end")
+    assert (end["steps"], end["terminated"]) == (3, True)
