@@ -6,6 +6,7 @@
     rlcontrol export RUN_DIR --out policy.onnx [--json]
     rlcontrol inspect policy.onnx [--sha256 HEX] [--json]
     rlcontrol bench-policy policy.onnx [--calls N] [--run RUN_DIR] [--json]
+    rlcontrol pretrain-vae --env ENV --frames N --out vae.safetensors [--json]
     rlcontrol deploy --policy policy.onnx --robot sim [--env ENV] [--episodes N] [--duration S] [--rate HZ]
                      [--real-time-factor X] [--record BAG] [--json]
     rlcontrol bag-to-replay BAG --out replay.safetensors [--policy policy.onnx] [--json]
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--seed", type=_non_negative_int, default=0)
     dp.add_argument("--json", action="store_true")
 
+    from rlcontrol.vision import pretrain_cli
+
+    pretrain_cli.add_arguments(sub.add_parser("pretrain-vae", help="pretrain a VAE image encoder on random-episode frames"))
+
     try:
         from ros_nodes import bag_tools
     except ImportError:  # ROS 2 extras not installed: the command is simply absent
@@ -263,7 +268,13 @@ def cmd_bag_to_replay(args) -> dict:
     return bag_tools.run(args)  # prints its own one-line summary unless --json
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
+def cmd_pretrain_vae(args) -> dict:
+    from rlcontrol.vision import pretrain_cli
+
+    return pretrain_cli.run(args)
+
+
+COMMANDS = {"pretrain-vae": cmd_pretrain_vae, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
             "bench-policy": cmd_bench_policy, "deploy": cmd_deploy, "bag-to-replay": cmd_bag_to_replay}
 
 
