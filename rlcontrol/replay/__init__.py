@@ -4,20 +4,25 @@
 * :class:`ReplayBuffer` stores them and samples uniform :class:`Batch` es;
 * :class:`PrioritizedReplayBuffer` samples proportionally to ``(|TD| + eps)^alpha`` via a
   :class:`SumTree` and returns importance weights;
-* :func:`make_replay` picks one from config values.
+* :class:`FrameReplayBuffer` / :class:`PrioritizedFrameReplayBuffer` store uint8 camera frames
+  once (obs and next_obs, and overlapping frame stacks, share them by index);
+* :func:`make_replay` picks one from config values (frame buffers for image observations).
 
 The learner's target for every batch is ``reward + discount * Q'(next_obs, .)``, whatever n was.
 """
 
 from rlcontrol.replay.buffer import Batch, ReplayBuffer
 from rlcontrol.replay.factory import make_replay
+from rlcontrol.replay.frame_pool import FrameReplayBuffer, PrioritizedFrameReplayBuffer
 from rlcontrol.replay.nstep import NStepAccumulator
 from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
 from rlcontrol.replay.sum_tree import SumTree
 
 __all__ = [
     "Batch",
+    "FrameReplayBuffer",
     "NStepAccumulator",
+    "PrioritizedFrameReplayBuffer",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "SumTree",

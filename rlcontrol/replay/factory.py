@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rlcontrol.replay.buffer import ReplayBuffer
+from rlcontrol.replay.frame_pool import FrameReplayBuffer, PrioritizedFrameReplayBuffer, has_image_parts
 from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
 
 
@@ -23,21 +24,18 @@ def make_replay(
     seed: int = 0,
     device: str | torch.device = "cpu",
     obs_dtype: torch.dtype = torch.float32,
+    frame_pool: bool | None = None,
 ) -> ReplayBuffer:
     """A :class:`PrioritizedReplayBuffer` if ``prioritized`` else a uniform :class:`ReplayBuffer`
     (which ignores ``alpha``, ``beta0``, ``beta_steps`` and ``eps``). Both sample the same
-    :class:`Batch`; uniform batches have ``weights`` all ones, so one loss handles both."""
+    :class:`Batch`; uniform batches have ``weights`` all ones, so one loss handles both.
+
+    ``frame_pool``: store uint8 image parts once per frame (:mod:`rlcontrol.replay.frame_pool`);
+    ``None`` = whenever the observation has uint8 image parts."""
+    if frame_pool is None:
+        frame_pool = has_image_parts(obs_spec, obs_dtype)
+    common = {"seed": seed, "device": device, "obs_dtype": obs_dtype}
     if prioritized:
-        return PrioritizedReplayBuffer(
-            capacity,
-            obs_spec,
-            action_dim,
-            alpha=alpha,
-            beta0=beta0,
-            beta_steps=beta_steps,
-            eps=eps,
-            seed=seed,
-            device=device,
-            obs_dtype=obs_dtype,
-        )
-    return ReplayBuffer(capacity, obs_spec, action_dim, seed=seed, device=device, obs_dtype=obs_dtype)
+        cls = PrioritizedFrameReplayBuffer if frame_pool else PrioritizedReplayBuffer
+        return cls(capacity, obs_spec, action_dim, alpha=alpha, beta0=beta0, beta_steps=beta_steps, eps=eps, **common)
+    return (FrameReplayBuffer if frame_pool else ReplayBuffer)(capacity, obs_spec, action_dim, **common)

@@ -21,11 +21,12 @@ import os
 import torch
 
 from rlcontrol.replay.buffer import Batch, ReplayBuffer
+from rlcontrol.replay.frame_pool import FrameReplayBuffer, PrioritizedFrameReplayBuffer
 from rlcontrol.replay.obs_layout import ObsLayout
 from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
 from rlcontrol.replay.safetensors_io import METADATA_KEY
 
-_CLASSES = {cls.__name__: cls for cls in (ReplayBuffer, PrioritizedReplayBuffer)}
+_CLASSES = {cls.__name__: cls for cls in (ReplayBuffer, PrioritizedReplayBuffer, FrameReplayBuffer, PrioritizedFrameReplayBuffer)}
 
 
 def load_replay_file(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> ReplayBuffer:
