@@ -56,12 +56,20 @@ class EncoderConfig:
     the critic.
     """
 
-    type: str = _f("mlp", "encoder for this part: an MLP, or a 1-D convolution over a profile such as terrain heights",
-                   choices=("mlp", "conv1d"))
-    hidden: list[int] = _f(None, "mlp: hidden widths (the last is the feature size); conv1d: channels per conv layer",
-                           factory=lambda: [64, 64], min=1)
-    kernel: int = _f(5, "conv1d kernel size", min=1)
-    stride: int = _f(2, "conv1d stride", min=1)
+    type: str = _f("mlp", "encoder for this part: an MLP, a 1-D convolution over a profile such as terrain heights, "
+                          "a 2-D convolution over a camera image trained with the network (conv2d), or the encoder "
+                          "of a pretrained VAE (vae: `rlcontrol pretrain-vae`); conv2d and vae need a uint8 "
+                          "(C, H, W) image part", choices=("mlp", "conv1d", "conv2d", "vae"))
+    hidden: list[int] = _f(None, "mlp: hidden widths (the last is the feature size); conv1d, conv2d: channels per "
+                                 "conv layer", factory=lambda: [64, 64], min=1)
+    kernel: int = _f(5, "conv1d, conv2d kernel size", min=1)
+    stride: int = _f(2, "conv1d, conv2d stride", min=1)
+    features: int = _f(64, "conv2d: size of the linear projection (ReLU) after the convolutions: the features "
+                           "that join the trunk", min=1)
+    vae_path: str | None = _f(None, "vae: the VAE file (safetensors, from `rlcontrol pretrain-vae`; a relative path "
+                                    "is read from the working directory); its input shape must be the part's")
+    trainable: bool = _f(False, "vae: fine-tune the encoder with the network (false: frozen, no gradients; its "
+                                "weights still go into checkpoints and exports)")
     join: int = _f(1, "trunk layer at which this part's features join (0: the input)", min=0)
 
 
@@ -274,6 +282,18 @@ def _check_combinations(config: Config, source: str) -> None:
                           f"({agent.cem_samples})")
     if replay.offline_replay is None and replay.offline_pretrain_updates > 0:
         raise ConfigError(f"{source}: replay.offline_pretrain_updates needs replay.offline_replay (a replay file)")
+    for name, enc in getattr(agent, "encoders", {}).items():
+        _check_encoder(enc, f"agent.encoders.{name}", source)
+
+
+def _check_encoder(enc: EncoderConfig, prefix: str, source: str) -> None:
+    """An encoder's fields that only make sense for some types (the file itself is read when the agent is built)."""
+    if enc.type == "vae" and not enc.vae_path:
+        raise ConfigError(f"{source}: {prefix}.vae_path is required for type: vae "
+                          "(a file from `rlcontrol pretrain-vae --out FILE`)")
+    if enc.type != "vae" and (enc.vae_path is not None or enc.trainable):
+        field_name = "vae_path" if enc.vae_path is not None else "trainable"
+        raise ConfigError(f"{source}: {prefix}.{field_name} is only used with type: vae (the type is {enc.type})")
 
 
 def _build_section(cls, section: dict, prefix: str, source: str, lines: dict[str, int], sections: dict):

@@ -13,7 +13,10 @@ critic (num_atoms outputs), the projected n-step target, a cross-entropy critic 
 per-sample value is the new replay priority, and the actor following E[Z] (d4pg/losses.py).
 
 Networks are flat MLPs, or split networks (networks/split.py) when `agent.encoders` names
-observation parts with their own encoders; the algorithms do not know the difference.
+observation parts with their own encoders; the algorithms do not know the difference. Camera
+images need an image encoder (conv2d, or a pretrained VAE: networks/image_encoders.py); the
+normalizer passes their columns through raw, and a frozen VAE encoder's parameters (no
+requires_grad) get no optimizer state, no gradients and no Polyak update.
 
 Speed (the target is >= 2x Stable-Baselines3 TD3 on a 2-core CPU): both critics are one
 batched matmul per layer (EnsembleCritic), Adam is one fused kernel call with gradients
@@ -38,7 +41,9 @@ from rlcontrol.agents.td3 import losses as td3_losses
 from rlcontrol.config import D4PGConfig, DDPGConfig, TD3Config
 from rlcontrol.exploration import GaussianNoise, OrnsteinUhlenbeckNoise
 from rlcontrol.networks import DeterministicActor, EnsembleCritic, SplitActor, SplitEnsembleCritic
-from rlcontrol.normalization import RunningNormalizer
+from rlcontrol.networks.image_encoders import check_images_have_encoders, image_parts
+from rlcontrol.networks.split import part_slices
+from rlcontrol.normalization import PartialNormalizer, RunningNormalizer
 from rlcontrol.optim import FusedAdam, clip_grad_norm
 
 
@@ -62,8 +67,21 @@ def flatten_obs(obs, batch_dims: int) -> torch.Tensor:
     return torch.as_tensor(obs).float()
 
 
+def make_normalizer(cfg: DDPGConfig, obs_spec) -> RunningNormalizer:
+    """Running statistics over the flat vector, or over its state parts only when it holds images:
+    image columns go through raw (the image encoders scale them by 1/255)."""
+    images = image_parts(obs_spec)
+    if not images:
+        return RunningNormalizer(flat_obs_dim(obs_spec), clip=cfg.obs_norm_clip, enabled=cfg.obs_norm)
+    segments = [(a, b, name not in images) for name, (a, b, _) in part_slices(obs_spec).items()]
+    # Images only: nothing to standardize (PartialNormalizer cannot hold zero columns' statistics).
+    enabled = cfg.obs_norm and len(images) < len(segments)
+    return PartialNormalizer(segments, clip=cfg.obs_norm_clip, enabled=enabled)
+
+
 def build_networks(cfg: DDPGConfig, obs_spec, action_dim: int, critic_out: int) -> tuple[nn.Module, nn.Module]:
     """(actor, critic) for `cfg`: flat MLPs, or split networks when cfg.encoders names parts."""
+    check_images_have_encoders(obs_spec, cfg.encoders)
     if not cfg.encoders:
         obs_dim = flat_obs_dim(obs_spec)
         return (DeterministicActor(obs_dim, action_dim, cfg.actor_hidden),
@@ -75,6 +93,12 @@ def build_networks(cfg: DDPGConfig, obs_spec, action_dim: int, critic_out: int) 
                                 out_dim=critic_out))
 
 
+def trainable_pairs(online: nn.Module, target: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(parameters of `online` that require grad, the matching ones of `target`, a deepcopy of `online`)."""
+    pairs = [(p, t) for p, t in zip(online.parameters(), target.parameters(), strict=True) if p.requires_grad]
+    return [p for p, _ in pairs], [t for _, t in pairs]
+
+
 class DeterministicPolicyAgent:
     """DDPG, TD3 or D4PG, depending on `algo` and its config."""
 
@@ -84,9 +108,8 @@ class DeterministicPolicyAgent:
         self.obs_spec = obs_spec
         self.action_dim = action_dim
         self.prioritized = prioritized
-        obs_dim = flat_obs_dim(obs_spec)
         torch.manual_seed(seed)  # network initialisation is part of the run's seed
-        self.normalizer = RunningNormalizer(obs_dim, clip=cfg.obs_norm_clip, enabled=cfg.obs_norm).to(self.device)
+        self.normalizer = make_normalizer(cfg, obs_spec).to(self.device)
         self.distributional = algo == "d4pg"
         if self.distributional:
             assert isinstance(cfg, D4PGConfig)
@@ -95,12 +118,14 @@ class DeterministicPolicyAgent:
         self.actor, self.critic = actor.to(self.device), critic.to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self._actor_params = list(self.actor.parameters())
-        self._critic_params = list(self.critic.parameters())
+        # Only parameters that train: a frozen (pretrained) encoder's are left out of the optimizers,
+        # the gradients and the Polyak update (its target copy equals it and stays so).
+        self._actor_params, actor_targets = trainable_pairs(self.actor, self.actor_target)
+        self._critic_params, critic_targets = trainable_pairs(self.critic, self.critic_target)
         self.actor_opt = FusedAdam(self._actor_params, lr=cfg.actor_lr)
         self.critic_opt = FusedAdam(self._critic_params, lr=cfg.critic_lr)
         self._online = self._actor_params + self._critic_params
-        self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self._targets = actor_targets + critic_targets
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.num_updates = 0
         self._target_fn = self._make_target_fn()

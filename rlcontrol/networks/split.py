@@ -3,7 +3,8 @@
 Heess et al. (2017, seed 003 "Parkour networks"): proprioception and terrain carry different
 information, so the terrain goes through its own encoder (an MLP, or a 1-D convolution over
 a height profile) and joins the proprioceptive stream at a later layer, in both the actor
-and the critic.
+and the critic. Camera images get a 2-D conv stack or a pretrained VAE encoder
+(networks/image_encoders.py), which join the same way.
 
 Every network here still takes the *flat* observation vector the rest of rlcontrol uses
 (dict parts concatenated in spec order, normalized as one vector) and slices the parts back
@@ -14,7 +15,8 @@ Layer indexing: a trunk with hidden widths (h_1, ..., h_L) has L+1 affine layers
 that `join`s at j is concatenated to the input of layer j: 0 is the trunk's input (where
 parts without an encoder, and the critic's action, enter), j in 1..L is the output of
 hidden layer j. Everything is evaluated for E ensemble members at once (EnsembleLinear and
-grouped convolutions), so TD3's twin critics stay one batched call per layer.
+grouped convolutions), so TD3's twin critics stay one batched call per layer; image encoders
+are the exception: one per network, its features shared by the E members.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from rlcontrol.networks.ensemble_linear import EnsembleLinear
+from rlcontrol.networks.image_encoders import IMAGE_ENCODER_TYPES, build_image_encoder
 
 
 def part_slices(obs_spec: Mapping) -> dict[str, tuple[int, int, tuple[int, ...]]]:
@@ -112,7 +115,9 @@ class SplitTrunk(nn.Module):
                 raise ValueError(f"encoders.{name}.join is {enc.join}, but the trunk has only {depth} hidden "
                                  f"layers (join must be 0..{depth})")
             start, stop, shape = slices[name]
-            if enc.type == "conv1d":
+            if enc.type in IMAGE_ENCODER_TYPES:  # conv2d / vae: one encoder shared by the E members
+                module = build_image_encoder(name, enc, obs_spec[name], ensemble_size)
+            elif enc.type == "conv1d":
                 if len(shape) != 1:
                     raise ValueError(f"encoders.{name}: conv1d needs a 1-D profile, the part has shape {shape}")
                 module = Conv1dEncoder(ensemble_size, stop - start, enc.hidden, enc.kernel, enc.stride)

@@ -161,3 +161,36 @@ def test_qtopt_graph_has_no_random_ops_and_a_fixed_digest(tmp_path, make_run_dir
     wrong = check_parity(other, env, first, samples=100)
     env.close()
     assert not wrong["ok"] and (wrong["max_abs_diff"] > 1e-3 or wrong["near_tie_flips"] > 2)
+
+
+# Camera images through image encoders ("Learning to Drive in a Day"): a conv2d stack trained with
+# the network, or a frozen pretrained VAE encoder; the image stays a uint8 graph input.
+LANE_PIXELS = {"pixels": True, "pixel_size": 32, "kwargs": {"include_state": True}}
+CONV2D_IMAGE = {"pixels": {"type": "conv2d", "hidden": [8, 8], "kernel": 3, "stride": 2, "features": 16, "join": 1}}
+
+
+@pytest.mark.parametrize("algo,encoder", [("td3", "conv2d"), ("ddpg", "vae")])
+def test_image_encoder_policies_export_with_uint8_images(tmp_path, make_run_dir, algo, encoder):
+    from rlcontrol.vision.vae import VAE, VAEConfig, save_vae
+
+    encoders = CONV2D_IMAGE
+    if encoder == "vae":
+        vae_path = tmp_path / "vae.safetensors"
+        save_vae(VAE(VAEConfig(input_shape=(3, 32, 32), channels=(8, 16), latent_dim=8)), vae_path)
+        encoders = {"pixels": {"type": "vae", "vae_path": str(vae_path), "trainable": False, "join": 1}}
+    run_dir = make_run_dir(algo, "rlc:lane-following", "dict", True, hidden=(32, 32), encoders=encoders,
+                           env=LANE_PIXELS)
+    out = tmp_path / "p.onnx"
+    summary = export_run(run_dir, out, parity_samples=100)
+    parity = summary["parity"]
+    assert parity["ok"] and parity["max_abs_diff"] <= PARITY_TOLERANCE
+    assert summary["inputs"] == {"pixels": [3, 32, 32], "state": [2]}
+    policy = runtime.load(out)
+    assert [(o.name, o.dtype) for o in policy.metadata.observations] == [("pixels", "uint8"), ("state", "float32")]
+    assert "Conv" in {node.op_type for node in onnx.load(out).graph.node}
+    # The image matters: another frame gives another action.
+    rng = np.random.default_rng(0)
+    state = np.zeros(2, np.float32)
+    first, second = (policy.act({"pixels": rng.integers(0, 256, (3, 32, 32), dtype=np.uint8), "state": state}).copy()
+                     for _ in range(2))
+    assert not np.array_equal(first, second)
