@@ -9,6 +9,11 @@ talking over real DDS, drives the policy node's lifecycle through its services
 collects episode returns from /robot/episode and the node's latency figures from
 /diagnostics, then stops everything. A child that dies early is reported, and the other
 children are stopped. Nothing external is needed: the DDS discovery stays on this machine.
+
+Image policies (a uint8 (C, H, W) input, as trained on `pixels=True` tasks): the simulated robot
+is started with its camera on (`--pixels --pixel-size H`, plus `--include-state` when the policy
+also takes the task's "state" vector), so it publishes the sensor_msgs/Image the policy node
+subscribes to by default, at the policy's own size.
 """
 
 from __future__ import annotations
@@ -58,6 +63,32 @@ def _action_repeat(env_id: str, control_period: float) -> int:
     return repeat
 
 
+def robot_pixel_flags(meta, env_kwargs: dict | None = None) -> list[str]:
+    """sim_robot flags that make it observe what an image policy takes (none for a vector policy).
+
+    A pixel task observes {"pixels": uint8 (3, S, S)} and, with include_state, {"state": (n,)};
+    the policy node subscribes to /robot/obs/<input name>, so the policy's inputs must be exactly
+    those names. Anything else is refused here with the reason, not left to a robot that never
+    sends what the node waits for.
+    """
+    from ros_nodes.observation_map import is_image_input
+
+    images = [o for o in meta.observations if is_image_input(o.dtype, tuple(o.shape))]
+    if not images:
+        return []
+    names = sorted(o.name for o in meta.observations)
+    if [o.name for o in images] != ["pixels"] or not set(names) <= {"pixels", "state"}:
+        raise UserError(f"the simulated robot observes 'pixels' (its camera) and optionally 'state'; this "
+                        f"policy's inputs are {names}")
+    _, height, width = images[0].shape
+    if height != width:
+        raise UserError(f"the simulated robot's camera renders square images; the policy takes {height}x{width}")
+    clash = sorted(set(env_kwargs or {}) & {"pixels", "pixel_size", "include_state"})
+    if clash:
+        raise UserError(f"--env-kwargs sets {clash}: deploy sets the camera from the image policy; remove them")
+    return ["--pixels", "--pixel-size", str(height)] + (["--include-state"] if "state" in names else [])
+
+
 def spawn(args: list[str], env: dict, log: Path, cwd: str | Path | None = None,
           new_session: bool = False) -> subprocess.Popen:
     """`python *args` with stdout and stderr in `log` (the child keeps the file open; we do not).
@@ -97,8 +128,11 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
     # The robot steps every control_period / real_time_factor seconds; tick at least twice as fast
     # so that a timer-triggered node always has a command ready from the newest observation.
     rate_hz = rate_hz or max(100.0, 2.0 * real_time_factor / meta.control_period)
+    pixel_flags = robot_pixel_flags(meta, env_kwargs)
     if record and Path(record).exists():
         raise UserError(f"--record {record} already exists; choose a new bag path")
+    if record and pixel_flags:
+        raise UserError("--record: the recorder stores Float64MultiArray observations only, not this policy's images")
     logs = Path(log_dir or Path(policy_path).resolve().parent / "deploy-logs")
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -114,7 +148,7 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
         children["sim_robot"] = spawn(["-m", "ros_nodes.sim_robot", "--env", env_id,
                                         "--env-kwargs", json.dumps(env_kwargs or {}), "--seed", str(seed),
                                         "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
-                                        "--no-autostart"],
+                                        *pixel_flags, "--no-autostart"],
                                        env, logs / "sim_robot.log", new_session=True)
         children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                  f"model_path:={Path(policy_path).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
@@ -134,6 +168,8 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
                "real_time_factor": real_time_factor, "exit_codes": codes, "logs": str(logs)}
     if record:
         summary["bag"] = record
+    if pixel_flags:
+        summary["pixel_size"] = int(pixel_flags[2])
     return summary
 
 

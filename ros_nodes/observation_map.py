@@ -9,6 +9,14 @@ entry ties one component to one topic and field:
     {"topic": "/imu", "type": "Imu", "field": "angular_velocity"}            # 3 values
     {"topic": "/odom_twist", "type": "Twist", "field": "linear"}              # 3 values
 
+An image input (uint8 (C, H, W), e.g. "pixels") is one source of its own, keyed by the input's
+name and fed by a sensor_msgs/Image topic (default `<prefix><input name>`, e.g. /robot/obs/pixels):
+
+    {"topic": "/camera/image_raw", "type": "Image"}
+
+converted and resized to the input's shape by `ros_nodes.image_conversion` (any encoding it
+knows, any row padding); an image it cannot convert is rejected and counted like any other.
+
 JointState values are matched by joint *name*, never by array index: drivers publish joints
 in any order and may add joints the policy does not use. Each source writes straight into
 its slice of one preallocated observation vector; a message that does not fit (wrong
@@ -23,7 +31,7 @@ import math
 
 import numpy as np
 
-MESSAGE_TYPES = ("Float64MultiArray", "JointState", "Imu", "Twist")
+MESSAGE_TYPES = ("Float64MultiArray", "JointState", "Imu", "Twist", "Image")
 JOINT_FIELDS = ("position", "velocity", "effort")
 IMU_FIELDS = {"angular_velocity": 3, "linear_acceleration": 3, "orientation": 4}
 TWIST_FIELDS = ("linear", "angular")
@@ -51,6 +59,10 @@ class Source:
     scratch: np.ndarray | None = dataclasses.field(default=None, repr=False)
     # joint-name tuple of a message -> indices of our joints in it; drivers keep one order, so one entry
     _joint_index: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def new_scratch(self) -> np.ndarray:
+        """A buffer shaped like `out`, where a message is validated before it may touch `out`."""
+        return np.zeros(self.size)
 
     def extract(self, msg, out: np.ndarray) -> None:
         """Copy this source's values from `msg` into `out` (its slice) or raise RejectedMessage."""
@@ -135,4 +147,62 @@ def _source(name: str, size: int, entry: dict) -> Source:
     elif kind == "Twist":
         if fld not in TWIST_FIELDS or size != 3:
             raise MappingError(f"component {name!r}: Twist needs field linear/angular and a 3-value component")
+    elif kind == "Image":
+        raise MappingError(f"component {name!r} is a vector of {size} values: type Image is only for "
+                           "uint8 (C, H, W) image inputs")
     return Source(name, size, topic, kind, fld, joints)
+
+
+# ---------------------------------------------------------------------- image inputs
+
+
+def is_image_input(dtype: str, shape: tuple[int, ...]) -> bool:
+    """What the node feeds from sensor_msgs/Image: a uint8 (C, H, W) policy input."""
+    return dtype == "uint8" and len(shape) == 3
+
+
+@dataclasses.dataclass
+class ImageSource(Source):
+    """One image input fed whole by a sensor_msgs/Image topic; `out` is the (C, H, W) buffer."""
+
+    shape: tuple[int, int, int] = (3, 1, 1)
+    converter: object = dataclasses.field(default=None, repr=False)  # image_conversion.ImageConverter
+    last_size: tuple[int, int] | None = None  # (height, width) of the last good image
+    logged_size: tuple[int, int] | None = None  # the size the node last reported (it logs each new one)
+
+    def new_scratch(self) -> np.ndarray:
+        return np.zeros(self.shape, dtype=np.uint8)
+
+    def extract(self, msg, out: np.ndarray) -> None:
+        """Convert `msg` into `out` (uint8 (C, H, W)) or raise RejectedMessage.
+
+        Any failure at all rejects the message, not only the checks of a malformed image: a
+        conversion that raised cannot have produced an image the policy may act on.
+        """
+        try:
+            self.converter.convert(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                   bool(msg.is_bigendian), out=out)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise RejectedMessage(f"{self.topic}: {exc}") from None
+        self.last_size = (int(msg.height), int(msg.width))
+
+
+def build_image_source(name: str, shape: tuple[int, ...], entry: dict | None,
+                       default_prefix: str = "/robot/obs/") -> ImageSource:
+    """The source of image input `name` (uint8 (C, H, W)); raises MappingError naming a mapping
+    that is not an Image topic, or an image the converter cannot produce (C not 1 or 3)."""
+    from ros_nodes.image_conversion import OUTPUT_CHANNELS, ImageConverter  # OpenCV only for image policies
+
+    entry = entry or {"topic": default_prefix + name, "type": "Image"}
+    kind = entry.get("type", "Image")  # an image input can only be an Image topic: the type may be left out
+    if kind != "Image":
+        raise MappingError(f"input {name!r} is a uint8 {tuple(shape)} image: it must map to a sensor_msgs/Image "
+                           f"topic (type Image), not {kind!r}")
+    topic = entry.get("topic")
+    if not topic:
+        raise MappingError(f"input {name!r}: no topic given")
+    channels, height, width = (int(d) for d in shape)
+    if channels not in OUTPUT_CHANNELS or height < 1 or width < 1:
+        raise MappingError(f"input {name!r} has shape {tuple(shape)}: images must be (1 or 3, H, W)")
+    return ImageSource(name, channels * height * width, topic, "Image", shape=(channels, height, width),
+                       converter=ImageConverter(channels, height, width))

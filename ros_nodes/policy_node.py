@@ -3,7 +3,9 @@ fixed rate and never sends the robot something unsafe.
 
     unconfigured --configure--> inactive --activate--> active --deactivate--> inactive
       configure:   load and validate the policy (metadata, optional sha256), the parameters and
-                   the observation mapping; anything wrong -> FAILURE, stays unconfigured, and
+                   the observation mapping (float32 inputs from array/joint/IMU/twist topics,
+                   uint8 (C, H, W) inputs from sensor_msgs/Image topics, converted and resized by
+                   ros_nodes.image_conversion); anything wrong -> FAILURE, stays unconfigured, and
                    the log line names the problem
       activate:    re-check the observation contract, start the control timer
       deactivate:  publish the safe command, stop the timer
@@ -40,16 +42,29 @@ from geometry_msgs.msg import Twist
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Imu, JointState
+from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
 
 from ros_nodes import topics
-from ros_nodes.observation_map import MappingError, RejectedMessage, build_sources
+from ros_nodes.observation_map import (
+    ImageSource,
+    MappingError,
+    RejectedMessage,
+    build_image_source,
+    build_sources,
+    is_image_input,
+)
 from ros_nodes.safety import EStopLatch, GcGuard, LatencyStats, SafetyLayer, TickStats
 
-MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist}
+MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist,
+               "Image": Image}
+# Camera images: best effort, newest only. A retransmitted or queued frame is an old picture of
+# the world, worse than the next one (which the camera sends anyway); the watchdog covers a camera
+# that stops. Matches reliable publishers too.
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
 TWIST_SLOTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
@@ -120,6 +135,7 @@ class PolicyNode(LifecycleNode):
             raise ValueError(f"control_rate_hz must be in (0, 2000], got {self.rate_hz}")
         self.period = 1.0 / self.rate_hz
         self._build_observation(json.loads(p["observation_map"] or "{}"))
+        self._log_image_inputs()
         low, high = np.array(meta.action_low), np.array(meta.action_high)
         safe = np.array(p["safe_command"], dtype=np.float64)
         max_delta = np.array(p["max_delta"], dtype=np.float64)
@@ -203,12 +219,19 @@ class PolicyNode(LifecycleNode):
         return {n: self.get_parameter(n).value for n in names}
 
     def _build_observation(self, mapping: dict) -> None:
-        """One buffer per policy input; each source fills its slice (see observation_map)."""
+        """One buffer per policy input; each source fills its slice (see observation_map), an
+        image source its whole (C, H, W) input."""
         self.obs = {}
         self.sources = []
         for spec in self.policy.metadata.observations:
+            if is_image_input(spec.dtype, spec.shape):
+                source = build_image_source(spec.name, spec.shape, mapping.get(spec.name))
+                source.out = self.obs[spec.name] = np.zeros(spec.shape, dtype=np.uint8)
+                self.sources.append(source)
+                continue
             if spec.dtype != "float32":
-                raise MappingError(f"input {spec.name!r} is {spec.dtype}: only numeric vectors come from topics")
+                raise MappingError(f"input {spec.name!r} is {spec.dtype} {list(spec.shape)}: only float32 vectors "
+                                   "and uint8 (C, H, W) images come from topics")
             buffer = np.zeros(spec.shape, dtype=np.float32)
             flat = buffer.reshape(-1)
             components = list(spec.components) or [(spec.name, spec.shape)]
@@ -223,16 +246,25 @@ class PolicyNode(LifecycleNode):
             raise MappingError(f"observation_map names {unknown}, which the policy does not use")
         self._obs_arg = next(iter(self.obs.values())) if len(self.obs) == 1 else self.obs
         for s in self.sources:
-            s.scratch = np.zeros(s.size)
+            s.scratch = s.new_scratch()
+
+    def _log_image_inputs(self) -> None:
+        for s in self.sources:
+            if isinstance(s, ImageSource):
+                channels, height, width = s.shape
+                self.get_logger().info(
+                    f"input {s.component!r}: sensor_msgs/Image on {s.topic} -> uint8 ({channels}, {height}, {width}) "
+                    f"{'RGB' if channels == 3 else 'grayscale'}; images of another size are resized to "
+                    f"{width}x{height} with cv2.INTER_AREA")
 
     def _make_inputs(self, p: dict) -> None:
         by_topic: dict[tuple[str, str], list] = {}
         for s in self.sources:
             by_topic.setdefault((s.topic, s.type), []).append(s)
         for (topic, kind), sources in by_topic.items():
+            qos = {"Float64MultiArray": QoSProfile(depth=1), "Image": IMAGE_QOS}.get(kind, qos_profile_sensor_data)
             self._io.append(self.create_subscription(
-                MSG_CLASSES[kind], topic, lambda msg, ss=sources, t=topic: self._on_sensor(t, ss, msg),
-                qos_profile_sensor_data if kind != "Float64MultiArray" else QoSProfile(depth=1)))
+                MSG_CLASSES[kind], topic, lambda msg, ss=sources, t=topic: self._on_sensor(t, ss, msg), qos))
 
 
     def _make_output(self, p: dict, action_dim: int) -> None:
@@ -259,6 +291,13 @@ class PolicyNode(LifecycleNode):
         for spec in meta.observations:
             if spec.history != 1:
                 return f"input {spec.name!r} declares a history of {spec.history} frames; this node feeds 1"
+        images = {s.component: s for s in self.sources if isinstance(s, ImageSource)}
+        for spec in meta.observations:
+            source = images.pop(spec.name, None)
+            if is_image_input(spec.dtype, spec.shape) and (source is None or source.shape != tuple(spec.shape)):
+                return f"image input {spec.name!r} {list(spec.shape)} is not fed by a sensor_msgs/Image source of its shape"
+        if images:
+            return f"sensor_msgs/Image source(s) {sorted(images)} feed no image input of the policy"
         sizes = sum(s.size for s in self.sources)
         needed = sum(int(np.prod(o.shape)) for o in meta.observations)
         if sizes != needed:
@@ -272,10 +311,14 @@ class PolicyNode(LifecycleNode):
         try:
             for s in sources:  # validate into scratch first: a bad message must not half-update
                 s.extract(msg, s.scratch)
-        except RejectedMessage as exc:
+        except Exception as exc:  # noqa: BLE001 - RejectedMessage, or any surprise: never act on it
             self.rejected += 1
-            self.get_logger().warn(f"rejected message: {exc}", throttle_duration_sec=1.0)
+            reason = exc if isinstance(exc, RejectedMessage) else f"{topic}: {type(exc).__name__}: {exc}"
+            self.get_logger().warning(f"rejected message: {reason}", throttle_duration_sec=1.0)
             return
+        for s in sources:
+            if isinstance(s, ImageSource) and s.last_size != s.logged_size:
+                self._log_image_size(s)
         with self._obs_lock:
             for s in sources:
                 s.out[:] = s.scratch
@@ -285,6 +328,16 @@ class PolicyNode(LifecycleNode):
             if self._updated >= self._all_topics:
                 self._updated.clear()
                 self._obs_ready.set()
+
+    def _log_image_size(self, s: ImageSource) -> None:
+        """Once per incoming size: say whether this camera's images are resized."""
+        s.logged_size = s.last_size
+        height, width = s.last_size
+        if s.converter.needs_resize(height, width):
+            self.get_logger().info(f"resizing {width}x{height} images from {s.topic} to {s.shape[2]}x{s.shape[1]} "
+                                   "(cv2.INTER_AREA)")
+        else:
+            self.get_logger().info(f"{width}x{height} images from {s.topic}: the policy's size, not resized")
 
     def _start_estop_path(self) -> None:
         """The e-stop has its own node and executor thread, so no callback on the main executor

@@ -6,6 +6,10 @@ tell it from hardware, and a recording of its topics holds exact transitions bec
 node publishes, per step, applied_command, reward, every observation component, then an
 "end" event if the episode ended; after a reset, a "start" event and the first observation.
 
+Pixel tasks (parameters `pixels`, `pixel_size`, `include_state`, which `rlcontrol deploy` sets
+from an image policy's metadata) publish their camera on `<obs_prefix>pixels` as a sensor_msgs/Image
+(rgb8, what a camera driver sends) and the rest of the observation as before.
+
 Like a robot it acts in physical units, clips commands into its own limits, refuses
 malformed commands, and falls back to the safe zero command when commands stop arriving.
 
@@ -32,6 +36,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension, String
 
 from envs.core import scale_action, unscale_action
@@ -74,7 +79,11 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "reward_topic": (topics.REWARD, "reward of the last step"),
     "episode_topic": (topics.EPISODE, "JSON start/end events"),
     "obs_prefix": (topics.OBS_PREFIX, "observation component <name> is published on <obs_prefix><name>"),
+    "pixels": (False, "observe the task's camera: {pixels: uint8 (3, S, S)} published as sensor_msgs/Image rgb8"),
+    "pixel_size": (84, "S: the camera image's height and width in pixels (with pixels)"),
+    "include_state": (False, "with pixels, also observe the task's flat state vector as component 'state'"),
 }
+PIXEL_KEYWORDS = ("pixels", "pixel_size", "include_state")
 
 
 class ConfigError(ValueError):
@@ -106,6 +115,22 @@ def physical_to_normalized(command: np.ndarray, low: np.ndarray, high: np.ndarra
         normalized = unscale_action(command, low, high)
     normalized = np.where(high > low, normalized, 0.0)
     return np.clip(normalized, -1.0, 1.0)
+
+
+def is_image(spec) -> bool:
+    """An observation part published as a camera image: uint8 (C, H, W)."""
+    return np.dtype(spec.dtype) == np.uint8 and len(spec.shape) == 3
+
+
+def image_message(chw: np.ndarray, frame_id: str = "") -> Image:
+    """A uint8 RGB (3, H, W) observation as an rgb8 sensor_msgs/Image (rows of H x W x 3 bytes)."""
+    channels, height, width = chw.shape
+    if channels != 3 or chw.dtype != np.uint8:
+        raise ValueError(f"image_message needs uint8 (3, H, W), got {chw.dtype} {chw.shape}")
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width)
+    msg.header.frame_id = frame_id
+    msg.data = np.ascontiguousarray(chw.transpose(1, 2, 0)).tobytes()
+    return msg
 
 
 def array_message(values: np.ndarray, label: str = "") -> Float64MultiArray:
@@ -194,7 +219,7 @@ class SimRobotNode(LifecycleNode):
         try:
             self.env = envs.make(p["env_id"], seed=self._seed, action_repeat=int(p["action_repeat"]),
                                  obs_format="dict", max_episode_steps=int(p["max_episode_steps"]) or None,
-                                 **p["env_kwargs"])
+                                 **p["env_kwargs"], **_pixel_keywords(p))
         except TypeError as exc:  # a keyword the task does not take
             raise ConfigError(f"env_kwargs {p['env_kwargs']} rejected by {p['env_id']}: {exc}") from None
         self.spec = self.env.spec
@@ -204,7 +229,10 @@ class SimRobotNode(LifecycleNode):
         # What a robot does without orders: zero effort, moved into the limits if zero is outside.
         self._safe_command = np.clip(np.zeros(self.spec.action_dim), self._low, self._high)
         names = [name for name, _ in self.spec.obs_layout] or list(self.spec.observation)
-        self._obs_pubs = {name: self._publisher(Float64MultiArray, p["obs_prefix"] + name, OBS_QOS)
+        parts = self.spec.observation if isinstance(self.spec.observation, dict) else {}
+        self._images = {name for name in names if name in parts and is_image(parts[name])}
+        self._obs_pubs = {name: self._publisher(Image if name in self._images else Float64MultiArray,
+                                                p["obs_prefix"] + name, OBS_QOS)
                           for name in names}
         self._applied_pub = self._publisher(Float64MultiArray, p["applied_command_topic"], EVAL_QOS)
         self._reward_pub = self._publisher(Float64, p["reward_topic"], EVAL_QOS)
@@ -213,7 +241,13 @@ class SimRobotNode(LifecycleNode):
                                                       self._on_command, COMMAND_QOS)
         self.get_logger().info(
             f"{self.spec.env_id}: actions {list(self.spec.action_names)} in [{self._low}, {self._high}], "
-            f"obs {names}, step every {self._period * 1e3:.2f} ms")
+            f"obs {names}{self._describe_images(parts)}, step every {self._period * 1e3:.2f} ms")
+
+    def _describe_images(self, parts: dict) -> str:
+        if not self._images:
+            return ""
+        shapes = ", ".join(f"{n} {parts[n].shape[2]}x{parts[n].shape[1]}" for n in sorted(self._images))
+        return f" (sensor_msgs/Image rgb8: {shapes})"
 
     def _publisher(self, msg_type, topic: str, qos: QoSProfile):
         pub = self.create_lifecycle_publisher(msg_type, topic, qos)
@@ -308,8 +342,14 @@ class SimRobotNode(LifecycleNode):
         self._publish_obs(self._obs)
 
     def _publish_obs(self, obs: dict) -> None:
+        stamp = self.get_clock().now().to_msg() if self._images else None
         for name, pub in self._obs_pubs.items():
-            pub.publish(array_message(obs[name], label=name))
+            if name in self._images:
+                msg = image_message(obs[name], frame_id=name)
+                msg.header.stamp = stamp
+                pub.publish(msg)
+            else:
+                pub.publish(array_message(obs[name], label=name))
 
     def _publish_event(self, event: str, **extra) -> None:
         body = {"event": event, "episode": self._episode, "steps": self._steps,
@@ -328,6 +368,19 @@ def _check_parameters(p: dict) -> None:
             raise ConfigError(f"{name} must be >= 0, got {p[name]}")
     if float(p["command_timeout_s"]) < 0:
         raise ConfigError(f"command_timeout_s must be >= 0, got {p['command_timeout_s']}")
+    if p["pixels"] and any(k in p["env_kwargs"] for k in PIXEL_KEYWORDS):
+        raise ConfigError(f"pixels is set both as a parameter and in env_kwargs {p['env_kwargs']}; use one")
+    if p["include_state"] and not p["pixels"]:
+        raise ConfigError("include_state only applies with pixels")
+    if int(p["pixel_size"]) < 1:
+        raise ConfigError(f"pixel_size must be >= 1, got {p['pixel_size']}")
+
+
+def _pixel_keywords(p: dict) -> dict:
+    """The envs.make keywords of the pixel parameters (none without pixels)."""
+    if not p["pixels"]:
+        return {}
+    return {"pixels": True, "pixel_size": int(p["pixel_size"]), "include_state": bool(p["include_state"])}
 
 
 def parse_env_kwargs(text: str) -> dict:
@@ -346,7 +399,8 @@ def parse_env_kwargs(text: str) -> dict:
 # flag dest -> node parameter; only flags given on the command line override --ros-args / defaults.
 _FLAG_PARAMETERS = {"env": "env_id", "env_kwargs": "env_kwargs", "seed": "seed", "action_repeat": "action_repeat",
                     "real_time_factor": "real_time_factor", "episodes": "episodes",
-                    "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps"}
+                    "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps",
+                    "pixels": "pixels", "pixel_size": "pixel_size", "include_state": "include_state"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -359,6 +413,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, help="exit after this many episodes; 0 = forever (default)")
     parser.add_argument("--command-timeout", type=float, help="seconds until the safe command (default 0.5)")
     parser.add_argument("--max-episode-steps", type=int, help="time limit in steps; 0 = the task's own")
+    parser.add_argument("--pixels", action="store_true", default=None,
+                        help="observe the camera, published as sensor_msgs/Image on <obs_prefix>pixels")
+    parser.add_argument("--pixel-size", type=int, help="camera image height and width with --pixels (default 84)")
+    parser.add_argument("--include-state", action="store_true", default=None,
+                        help="with --pixels, also publish the flat state vector as component 'state'")
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured until a lifecycle manager drives the node")
     return parser
