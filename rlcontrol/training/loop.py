@@ -153,10 +153,19 @@ class Trainer:
     def _restore(self, folder: Path) -> dict:
         agent_state, replay_path, saved = self.ckpts.load(folder)
         self.agent.load_state_dict(agent_state)
+        from rlcontrol.replay.mixed import load_replay_file
+        from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
+
         try:
-            self.replay = type(self.replay).load(replay_path, device=self.config.train.device)
+            # The class the checkpoint names: a pixel run saved before frame-pool replay existed
+            # continues with the plain buffer it had (same transitions, same sampling).
+            replay = load_replay_file(replay_path, device=self.config.train.device)
         except (OSError, ValueError) as exc:
             raise UserError(f"damaged checkpoint {folder.name}: replay buffer: {exc}") from None
+        if isinstance(replay, PrioritizedReplayBuffer) != isinstance(self.replay, PrioritizedReplayBuffer):
+            raise UserError(f"damaged checkpoint {folder.name}: replay buffer is a {type(replay).__name__}, "
+                            f"the config needs a {type(self.replay).__name__}")
+        self.replay = replay
         self.rng.bit_generator.state = saved["rng"]
         self.agent.noise_rng.bit_generator.state = saved["noise_rng"]
         self.state = LoopState(**saved["loop"])
