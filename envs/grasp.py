@@ -68,6 +68,7 @@ from envs.core import (
     check_obs_format,
     normalized_to_physical,
 )
+from envs.mujoco_rendering import MujocoRendering
 
 ENV_ID = "rlc:grasp"
 
@@ -372,7 +373,7 @@ def build_model(timestep: float = TIMESTEP) -> mujoco.MjModel:
 # ---------------------------------------------------------------------------- env
 
 
-class GraspEnv(Env):
+class GraspEnv(MujocoRendering, Env):
     """The grasping task behind the `Env` interface (see the module docstring).
 
     Keyword arguments:
@@ -452,8 +453,7 @@ class GraspEnv(Env):
         self._steps = 0
         self._closed_cmd = False
         self._needs_reset = True
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._closed = False
+        self._init_rendering()
 
     # ------------------------------------------------------------------ episode
 
@@ -644,25 +644,8 @@ class GraspEnv(Env):
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, height: int = 84, width: int = 84, camera: int | str = 0) -> np.ndarray:
-        """RGB frame; camera 0 is "over_shoulder" (the pixel observation), 1 is "top"."""
-        self._check_open()
-        renderer = self._renderers.get((height, width))
-        if renderer is None:
-            renderer = self._renderers[(height, width)] = mujoco.Renderer(self.model, height, width)
-        renderer.update_scene(self.data, camera=camera)
-        return np.array(renderer.render(), dtype=np.uint8, copy=True)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for renderer in self._renderers.values():
-                renderer.close()
-            self._renderers.clear()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self.spec.env_id} has been closed")
+    # render / close / _check_open: envs.mujoco_rendering.MujocoRendering (camera 0 is "over_shoulder", the pixel
+    # observation; 1 is "top")
 
 
 # ---------------------------------------------------------------------------- baselines

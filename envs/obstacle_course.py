@@ -52,6 +52,7 @@ from envs.core import (
     check_obs_format,
     normalized_to_physical,
 )
+from envs.mujoco_rendering import MujocoRendering
 
 ENV_ID = "rlc:obstacle-course"
 
@@ -400,7 +401,7 @@ def build_model(timestep: float = 0.01) -> mujoco.MjModel:
 # ---------------------------------------------------------------------------- env
 
 
-class ObstacleCourseEnv(Env):
+class ObstacleCourseEnv(MujocoRendering, Env):
     """The obstacle-course task behind the `Env` interface (see the module docstring).
 
     Seeding: one `np.random.Generator` drives the course and the initial pose;
@@ -460,8 +461,7 @@ class ObstacleCourseEnv(Env):
         self.course: Course | None = None
         self._steps = 0
         self._needs_reset = True
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._closed = False
+        self._init_rendering()
 
     # ------------------------------------------------------------------ episode
 
@@ -553,21 +553,4 @@ class ObstacleCourseEnv(Env):
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, height: int = 84, width: int = 84, camera: int | str = 0) -> np.ndarray:
-        self._check_open()
-        renderer = self._renderers.get((height, width))
-        if renderer is None:
-            renderer = self._renderers[(height, width)] = mujoco.Renderer(self.model, height, width)
-        renderer.update_scene(self.data, camera=camera)
-        return np.array(renderer.render(), dtype=np.uint8, copy=True)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for renderer in self._renderers.values():
-                renderer.close()
-            self._renderers.clear()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self.spec.env_id} has been closed")
+    # render / close / _check_open: envs.mujoco_rendering.MujocoRendering
