@@ -24,28 +24,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def in_process_returns(policy_path: str, env_id: str, env_kwargs: dict, action_repeat: int,
-                       seeds: list[int]) -> list[float]:
-    import envs
-    from envs.core import unscale_action
-    from rlcontrol.deploy import runtime
-
-    policy = runtime.load(policy_path)
-    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
-    dict_obs = len(policy.metadata.observations) > 1
-    env = envs.make(env_id, action_repeat=action_repeat, obs_format="dict" if dict_obs else "flat", **env_kwargs)
-    returns = []
-    for seed in seeds:
-        obs, total, done = env.reset(seed=seed), 0.0, False
-        while not done:
-            result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
-            obs, total = result.obs, total + result.reward
-            done = result.terminated or result.truncated
-        returns.append(float(total))
-    env.close()
-    return returns
-
-
 def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from rlcontrol.deploy import runtime
+    from rlcontrol.deploy.rollout import onnx_returns
     from ros_nodes.launch import deploy
 
     meta = runtime.load(args.policy).metadata
@@ -66,7 +45,8 @@ def main() -> None:
     deployed = deploy(args.policy, env_id=env_id, env_kwargs=args.env_kwargs, episodes=args.episodes,
                       real_time_factor=args.real_time_factor, seed=args.seed, quiet=True, trigger="observation")
     seeds = [args.seed + i for i in range(args.episodes)]
-    expected = in_process_returns(args.policy, env_id, args.env_kwargs, deployed["action_repeat"], seeds)
+    expected = onnx_returns(args.policy, env_id, seeds, action_repeat=deployed["action_repeat"],
+                            env_kwargs=args.env_kwargs)
     d = deployed["diagnostics"]
     summary = {
         "policy": args.policy, "algorithm": meta.algorithm, "env_id": env_id, "env_kwargs": args.env_kwargs,

@@ -12,29 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-import envs
-from envs.core import unscale_action
-from rlcontrol.deploy import runtime
+from rlcontrol.deploy.rollout import onnx_returns
 
 EPISODES = 2
 SEED = 0
-
-
-def in_process_returns(policy_path, env_id: str, action_repeat: int, seeds: list[int]) -> list[float]:
-    """The ONNX policy on the task directly: physical action -> the env's normalized action."""
-    policy = runtime.load(policy_path)
-    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
-    env = envs.make(env_id, action_repeat=action_repeat)
-    returns = []
-    for seed in seeds:
-        obs, total, done = env.reset(seed=seed), 0.0, False
-        while not done:
-            result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
-            obs, total = result.obs, total + result.reward
-            done = result.terminated or result.truncated
-        returns.append(total)
-    env.close()
-    return returns
 
 
 def cli(*args, env=None, timeout=600):
@@ -55,7 +36,7 @@ def test_trained_policy_deployed_through_ros2_keeps_its_return(tmp_path, ros_env
     assert exported["parity"]["ok"]
 
     # The simulated robot seeds episode i with seed + i; the in-process rollout uses the same seeds.
-    expected = in_process_returns(policy, "dmc:cartpole-balance", 4, [SEED + i for i in range(EPISODES)])
+    expected = onnx_returns(policy, "dmc:cartpole-balance", [SEED + i for i in range(EPISODES)], action_repeat=4)
     deployed = cli("deploy", "--policy", policy, "--robot", "sim", "--episodes", EPISODES, "--real-time-factor", 5,
                    "--seed", SEED, env=ros_env, timeout=300)
     assert deployed["episodes"] == EPISODES and deployed["exit_codes"] == {"sim_robot": 0, "policy_node": 0}

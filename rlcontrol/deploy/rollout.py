@@ -1,0 +1,36 @@
+"""An exported policy driving a task in process: the reference a deployment is compared with.
+
+`rlcontrol deploy` runs the same ONNX file through the ROS 2 policy node against the simulated
+robot, which seeds episode i with seed + i; `onnx_returns` with the same seeds replays those
+episodes without ROS, so the two returns tell what the deploy path itself changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def onnx_returns(policy_path, env_id: str, seeds: list[int], *, action_repeat: int = 1,
+                 env_kwargs: dict | None = None) -> list[float]:
+    """One episode per seed with the ONNX policy's physical actions mapped back to [-1, 1]."""
+    import envs
+    from envs.core import unscale_action
+    from rlcontrol.deploy import runtime
+
+    policy = runtime.load(policy_path)
+    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
+    dict_obs = len(policy.metadata.observations) > 1
+    env = envs.make(env_id, action_repeat=action_repeat, obs_format="dict" if dict_obs else "flat",
+                    **(env_kwargs or {}))
+    returns = []
+    try:
+        for seed in seeds:
+            obs, total, done = env.reset(seed=seed), 0.0, False
+            while not done:
+                result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
+                obs, total = result.obs, total + result.reward
+                done = result.terminated or result.truncated
+            returns.append(float(total))
+    finally:
+        env.close()
+    return returns
