@@ -22,11 +22,12 @@ def fsync_dir(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to `path`; on success it replaces `path` atomically."""
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success it replaces `path` atomically. `suffix` ends
+    the temp name (writers such as cv2.imwrite choose the format from it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -41,8 +42,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """Call write(temp_path); the complete file then replaces `path` (see atomic_path)."""
+    with atomic_path(path, suffix=suffix) as tmp:
         write(tmp)
 
 

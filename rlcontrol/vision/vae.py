@@ -25,11 +25,9 @@ file on load is one `VAEFileError` (a ValueError) with a one-line message.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -277,29 +275,12 @@ def _crc32(tensor: torch.Tensor) -> int:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, suffix: str = ".tmp") -> None:
-    """Call write(temp_path) for a temp file in `path`'s folder, fsync it and rename it onto
-    `path` (then fsync the folder): `path` is the old file or the complete new one, never a
-    partial write. The temp file is removed if anything fails. `suffix` ends the temp name
-    (writers such as cv2.imwrite choose the format from it)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(temp_path)
-        with open(temp_path, "rb+") as file:  # the writer has closed its handle: flush to disk
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_path)
-        raise
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Call write(temp_path as str) for a temp file in `path`'s folder, then fsync and rename it
+    onto `path` (rlcontrol.training.atomic): the old file or the complete new one, never a
+    partial write; the temp file is removed if anything fails."""
+    from rlcontrol.training.atomic import atomic_write as write_atomically
+
+    write_atomically(path, lambda temp: write(str(temp)), suffix=suffix)
 
 
 def save_vae(model: VAE, path: str | os.PathLike, *, preprocessing: Any = None,
