@@ -67,9 +67,10 @@ def flatten_obs(obs, batch_dims: int) -> torch.Tensor:
     return torch.as_tensor(obs).float()
 
 
-def make_normalizer(cfg: DDPGConfig, obs_spec) -> RunningNormalizer:
+def make_normalizer(cfg, obs_spec) -> RunningNormalizer:
     """Running statistics over the flat vector, or over its state parts only when it holds images:
-    image columns go through raw (the image encoders scale them by 1/255)."""
+    image columns go through raw (the image encoders scale them by 1/255). `cfg`: any agent config
+    with obs_norm and obs_norm_clip (the DDPG family's and QT-Opt's)."""
     images = image_parts(obs_spec)
     if not images:
         return RunningNormalizer(flat_obs_dim(obs_spec), clip=cfg.obs_norm_clip, enabled=cfg.obs_norm)

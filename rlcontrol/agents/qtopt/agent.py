@@ -27,14 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcontrol.agents.learner import flat_obs_dim, flatten_obs
+from rlcontrol.agents.learner import flat_obs_dim, flatten_obs, make_normalizer
 from rlcontrol.agents.qtopt import losses
-from rlcontrol.agents.qtopt.networks import CandidateScoring, build_q_network, pixel_parts
+from rlcontrol.agents.qtopt.networks import CandidateScoring, build_q_network
 from rlcontrol.cem import CEM
 from rlcontrol.config import QTOptConfig
 from rlcontrol.exploration import EpsilonGreedyGaussian
-from rlcontrol.networks.split import part_slices
-from rlcontrol.normalization import PartialNormalizer, RunningNormalizer
 from rlcontrol.optim import FusedAdam, clip_grad_norm
 
 
@@ -67,16 +65,6 @@ class CEMPolicy(nn.Module):
         _, score, margin = self.cem(lambda c: self.q.score_candidates(features, c, member=0), obs.shape[0],
                                     return_margin=True)
         return margin / score.abs().clamp(min=1.0)
-
-
-def make_normalizer(cfg: QTOptConfig, obs_spec) -> RunningNormalizer:
-    """Running statistics over the whole flat vector, or over its state parts only when it holds
-    an image (image columns go through raw; the conv encoder scales them)."""
-    images = pixel_parts(obs_spec)
-    if not images:
-        return RunningNormalizer(flat_obs_dim(obs_spec), clip=cfg.obs_norm_clip, enabled=cfg.obs_norm)
-    segments = [(a, b, name not in images) for name, (a, b, _) in part_slices(obs_spec).items()]
-    return PartialNormalizer(segments, clip=cfg.obs_norm_clip, enabled=cfg.obs_norm)
 
 
 class QTOptAgent:

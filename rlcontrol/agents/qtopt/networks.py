@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from rlcontrol.networks.critic import EnsembleCritic
 from rlcontrol.networks.ensemble_linear import EnsembleLinear
+from rlcontrol.networks.image_encoders import image_parts as pixel_parts  # uint8 (C, H, W) parts
 from rlcontrol.networks.split import part_slices
 
 
@@ -68,14 +68,6 @@ class StateQNetwork(CandidateScoring):
 
     def head(self, features: torch.Tensor, action: torch.Tensor, member: int | None = None) -> torch.Tensor:
         return self.critic(features, action, member)[..., 0]
-
-
-def pixel_parts(obs_spec) -> list[str]:
-    """Names of the image parts of an observation spec: uint8 arrays of shape (C, H, W)."""
-    if not isinstance(obs_spec, Mapping):
-        return []
-    return [name for name, spec in obs_spec.items()
-            if np.dtype(getattr(spec, "dtype", np.float32)) == np.uint8 and len(getattr(spec, "shape", spec)) == 3]
 
 
 class PixelQNetwork(CandidateScoring):
