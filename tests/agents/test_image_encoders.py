@@ -251,3 +251,53 @@ def test_td3_trains_from_pixels_with_a_frozen_vae(tmp_path, vae_file):
     actor = load_torch(run / "policy.pt")["policy"]["actor"]
     file_weights = load_vae(vae_file)[0].encoder.state_dict()
     assert all(torch.equal(actor[f"trunk.encoders.0.encoder.{k}"], v) for k, v in file_weights.items())
+
+
+# ----------------------------------------------------------------------------- frozen-feature cache
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "td3"])
+def test_frozen_features_are_computed_once_per_batch_and_change_nothing(algo, vae_file, monkeypatch):
+    """Two encoder passes per update (obs, next obs) instead of five, and the same update."""
+    from rlcontrol.networks import image_encoders
+
+    config = agent_config(algo, {"pixels": vae_encoder(vae_file)})
+    replay = filled_replay()
+    batches = [replay.sample(16) for _ in range(3)]
+    results = []
+    for max_entries in (4, 0):  # 0: nothing is stored, every pass computes
+        cache = image_encoders.FrozenFeatureCache(max_entries)
+        monkeypatch.setattr(image_encoders, "FROZEN_FEATURES", cache)
+        agent = make_agent(config, Spec())
+        calls = []
+        for net in (agent.actor, agent.critic, agent.actor_target, agent.critic_target):
+            enc = net.trunk.encoders[0].encoder
+            original = enc.encode_mean
+            monkeypatch.setattr(enc, "encode_mean", lambda x, f=original: calls.append(x.shape[0]) or f(x))
+        for batch in batches:
+            agent.update(batch)
+        results.append((agent.actor.state_dict(), agent.critic.state_dict(), len(calls)))
+    (actor, critic, passes), (actor_ref, critic_ref, passes_ref) = results
+    delays = sum(1 for k in range(1, 4) if k % agent.cfg.policy_delay == 0)
+    assert passes_ref == 3 * 3 + 2 * delays  # critic: obs, next obs twice; actor update: obs twice
+    assert passes == 3 * 2
+    assert all(torch.equal(actor[k], actor_ref[k]) for k in actor)
+    assert all(torch.equal(critic[k], critic_ref[k]) for k in critic)
+
+
+def test_frozen_feature_cache_misses_for_other_weights_or_other_images(vae_file):
+    from rlcontrol.networks.image_encoders import FrozenFeatureCache
+
+    cache = FrozenFeatureCache()
+    encoder = load_vae(vae_file)[0].encoder.eval()
+    images = torch.rand(4, 3, 32, 32)
+    first = cache.features(encoder, images, encoder.encode_mean)
+    assert cache.features(encoder, images.clone(), encoder.encode_mean) is first and cache.hits == 1
+    other_images = images.clone()
+    other_images[0, 0, 0, 0] += 0.5
+    assert cache.features(encoder, other_images, encoder.encode_mean) is not first and cache.misses == 2
+    with torch.no_grad():  # new weights (what load_state_dict does): the digest changes
+        encoder.mu.weight.add_(1.0)
+    changed = cache.features(encoder, images, encoder.encode_mean)
+    assert cache.misses == 3 and not torch.allclose(changed, first)
+    assert torch.equal(changed, encoder.encode_mean(images).detach())
