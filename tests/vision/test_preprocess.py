@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlcontrol.vision.preprocess import ImagePreprocessing, resize_weights, torch_preprocess
+from rlcontrol.vision.preprocess import ImagePreprocessing, area_path, resize_weights, torch_preprocess
 
 
 def constant(height: int, width: int, rgb: tuple[int, int, int]) -> np.ndarray:
@@ -130,13 +130,20 @@ def test_resize_weights_are_area_averages() -> None:
 
 
 # Downscaling and crop-only are exact; upscaling uses cv2's fixed-point bilinear (see the
-# module docstring), so it may differ by one grey level in ~10% of pixels.
+# module docstring), so it may differ by one grey level in ~10% of pixels. The 480x640 cases
+# are a camera frame: its averages land exactly on x.5 in ~1/150 of the pixels, where only
+# OpenCV's own order of float32 operations gives OpenCV's rounding.
 CASES = [
     ((84, 84), ImagePreprocessing(out_size=64), 0.0),
     ((120, 160), ImagePreprocessing(crop_top=0.3, out_size=64, grayscale=True), 0.0),
     ((96, 128), ImagePreprocessing(crop_top=24, crop_left=8, crop_units="pixels", out_size=(48, 64)), 0.0),
     ((64, 64), ImagePreprocessing(out_size=32, grayscale=True), 0.0),
     ((64, 64), ImagePreprocessing(crop_bottom=0.25), 0.0),
+    ((480, 640), ImagePreprocessing(out_size=64), 0.0),  # 7.5 x 10: the general area path
+    ((480, 640), ImagePreprocessing(crop_top=0.3, crop_left=0.05, out_size=64, grayscale=True), 0.0),
+    ((480, 640), ImagePreprocessing(out_size=(48, 64)), 0.0),  # 10 x 10: integer, sum * (1 / 100)
+    ((64, 128), ImagePreprocessing(out_size=64), 0.0),  # 1 x 2: integer, ties to even
+    ((128, 128), ImagePreprocessing(out_size=64), 0.0),  # 2 x 2: ties up
     ((50, 70), ImagePreprocessing(out_size=(64, 48)), 0.15),
     ((30, 30), ImagePreprocessing(out_size=64), 0.15),
 ]
@@ -150,6 +157,17 @@ def test_torch_matches_opencv(input_hw, prep, mean_bound) -> None:
     assert out.dtype == torch.uint8 and tuple(out.shape) == (3, *prep.output_shape(input_hw))
     diff = np.abs(out.numpy().astype(np.int64) - expected)
     assert diff.max() <= 1 and diff.mean() <= mean_bound, (diff.max(), diff.mean())
+    # The camera's own layout (N, H, W, 3) gives the same images.
+    nhwc = prep.torch_module(input_hw, layout="NHWC")(torch.from_numpy(images))
+    torch.testing.assert_close(nhwc, out, rtol=0, atol=0)
+
+
+def test_area_path_follows_opencvs_choice() -> None:
+    assert area_path((64, 64), (64, 64)) == "copy"
+    assert area_path((128, 128), (64, 64)) == "2x2"
+    assert area_path((480, 640), (48, 64)) == area_path((64, 128), (64, 64)) == "integer"
+    assert area_path((480, 640), (64, 64)) == area_path((84, 84), (64, 64)) == "area"
+    assert area_path((50, 70), (64, 48)) == area_path((30, 30), (64, 64)) == "upscale"
 
 
 def test_torch_grayscale_is_bit_exact_on_many_colours() -> None:
@@ -170,6 +188,10 @@ def test_torch_module_float_output_and_input_checks() -> None:
         module(frame.float())
     with pytest.raises(ValueError, match="got torch.uint8 .2, 3, 12, 16."):
         module(frame[:, :, :12])
+    with pytest.raises(ValueError, match=r"expected uint8 \(N, 16, 16, 3\) RGB frames, got torch.uint8 \(2, 3, 16, 16\)"):
+        prep.torch_module((16, 16), layout="NHWC")(frame)
+    with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
+        prep.torch_module((16, 16), layout="HWC")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, as deploy/export.py uses
@@ -186,3 +208,20 @@ def test_torch_module_exports_to_onnx_and_runs_in_onnxruntime() -> None:
     (out,) = session.run(None, {"frame": frames})
     assert out.dtype == np.uint8 and out.shape == (2, 1, 24, 32)
     np.testing.assert_array_equal(out, torch_preprocess(torch.from_numpy(frames), prep).numpy())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_camera_frames_in_onnxruntime_equal_opencv() -> None:
+    """What a camera-layout export runs: uint8 (N, 480, 640, 3) RGB through onnxruntime, compared
+    with the OpenCV path itself (not the torch module) on random frames, which hit every tie."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    prep = ImagePreprocessing(crop_top=0.2, out_size=64)
+    module = prep.torch_module((480, 640), layout="NHWC")
+    buffer = io.BytesIO()
+    torch.onnx.export(module, torch.zeros(1, 480, 640, 3, dtype=torch.uint8), buffer, dynamo=False,
+                      input_names=["frame"], output_names=["image"], dynamic_axes={"frame": {0: "batch"}},
+                      opset_version=17)
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    frames = np.random.default_rng(6).integers(0, 256, (4, 480, 640, 3), dtype=np.uint8)
+    (out,) = session.run(None, {"frame": frames})
+    np.testing.assert_array_equal(out, np.stack([prep(frame) for frame in frames]))
