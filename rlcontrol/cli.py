@@ -3,7 +3,7 @@
     rlcontrol train CONFIG.yaml [--set key=value ...] [--seed S] [--steps N] [--run-dir DIR] [--resume] [--json]
                     [--actors K] [--ray-address ADDR]
     rlcontrol eval RUN_DIR [--episodes N] [--video] [--json]
-    rlcontrol export RUN_DIR --out policy.onnx [--json]
+    rlcontrol export RUN_DIR --out policy.onnx [--camera-size HxW [--crop-top F ...]] [--json]
     rlcontrol inspect policy.onnx [--sha256 HEX] [--json]
     rlcontrol bench-policy policy.onnx [--calls N] [--run RUN_DIR] [--json]
     rlcontrol pretrain-vae --env ENV --frames N --out vae.safetensors [--json]
@@ -64,6 +64,27 @@ def _positive_float(text: str) -> float:
 _non_negative_int = _int_at_least(0)
 
 
+def _camera_size(text: str) -> tuple[int, int]:
+    """argparse type: HEIGHTxWIDTH, e.g. 480x640."""
+    from rlcontrol.deploy.export import parse_camera_size
+
+    try:
+        return parse_camera_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction of the frame in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction of the frame in [0, 1), got {text}")
+    return value
+
+
 def _json_object(text: str) -> dict:
     """argparse type: a JSON object such as '{"object_set": "test"}'."""
     try:
@@ -109,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
     ex.add_argument("--parity-samples", type=_positive_int, default=1000,
                     help="random and recorded observations each for the parity check (default 1000)")
+    ex.add_argument("--camera-size", type=_camera_size, metavar="HxW",
+                    help="image inputs take the camera's uint8 (H, W, 3) RGB frames, e.g. 480x640; the graph crops "
+                         "and resizes them to the training size (default: the training-size (C, H, W) input)")
+    for edge in ("top", "bottom", "left", "right"):
+        ex.add_argument(f"--crop-{edge}", type=_fraction, default=None, metavar="F",
+                        help=f"with --camera-size, drop this fraction of the frame's {'height' if edge in ('top', 'bottom') else 'width'} "
+                             f"at the {edge} before resizing (default 0)")
     ex.add_argument("--json", action="store_true")
 
     ins = sub.add_parser("inspect", help="validate an exported policy and print its metadata")
@@ -194,14 +222,31 @@ def cmd_eval(args) -> dict:
 def cmd_export(args) -> dict:
     from rlcontrol.deploy.export import export_run
 
-    summary = export_run(args.run_dir, args.out, parity_samples=args.parity_samples)
+    summary = export_run(args.run_dir, args.out, parity_samples=args.parity_samples, camera=_camera_input(args))
     if not args.json:
         p = summary["parity"]
         print(f"wrote {summary['out']} ({summary['bytes'] / 1024:.0f} KiB, sha256 {summary['sha256']})")
+        if "camera" in summary:
+            c = summary["camera"]
+            crops = ", ".join(f"{k} {v:g}" for k, v in c["crop"].items() if v) or "none"
+            nets = ", ".join(f"{n} -> {tuple(s)}" for n, s in c["network_inputs"].items())
+            print(f"camera input: uint8 (N, {c['size'][0]}, {c['size'][1]}, 3) RGB (HWC); in the graph: crop ({crops}), "
+                  f"INTER_AREA resize: {nets}")
         print(f"parity vs PyTorch: max |diff| {p['max_abs_diff_random']:.1e} on {p['samples_per_set']} random and "
               f"{p['max_abs_diff_recorded']:.1e} on {p['samples_per_set']} recorded observations "
               f"(tolerance {p['tolerance']:.0e})")
     return summary
+
+
+def _camera_input(args):
+    from rlcontrol.deploy.export import CROP_EDGES, CameraInput
+
+    crops = {f"crop_{e}": getattr(args, f"crop_{e}") for e in CROP_EDGES if getattr(args, f"crop_{e}") is not None}
+    if args.camera_size is None:
+        if crops:
+            raise UserError(f"--{next(iter(crops)).replace('_', '-')} needs --camera-size (it crops the camera frame)")
+        return None
+    return CameraInput(args.camera_size, **crops)
 
 
 def cmd_inspect(args) -> dict:
@@ -209,7 +254,7 @@ def cmd_inspect(args) -> dict:
 
     info = runtime.load(args.policy, expected_sha256=args.sha256, warmup=1).describe()
     if not args.json:
-        obs = ", ".join(f"{o['name']}{tuple(o['shape'])} {o['dtype']} history {o['history']}" for o in info["observations"])
+        obs = ", ".join(_describe_input(o) for o in info["observations"])
         acts = ", ".join(f"{n} [{lo:g}, {hi:g}]" for n, lo, hi in zip(info["action_names"], info["action_low"], info["action_high"]))
         lines = [("file", info["path"]), ("sha256", info["sha256"]), ("provider", info["provider"]),
                  ("algorithm", info["algorithm"]), ("env", info["env_id"]), ("observations", obs), ("actions", acts),
@@ -219,6 +264,19 @@ def cmd_inspect(args) -> dict:
         for key, value in lines:
             print(f"{key + ':':<19}{value}")
     return info
+
+
+def _describe_input(o: dict) -> str:
+    text = f"{o['name']}{tuple(o['shape'])} {o['dtype']} history {o['history']}"
+    if o.get("layout") == "HWC":
+        prep = o["preprocessing"]
+        crops = ", ".join(f"{e} {prep[f'crop_{e}']:g}" for e in ("top", "bottom", "left", "right") if prep[f"crop_{e}"])
+        channels = 1 if prep["grayscale"] else 3
+        text += (f" HWC camera frame -> crop ({crops or 'none'}){', grayscale' if prep['grayscale'] else ''}, "
+                 f"resize to ({channels}, {prep['out_size'][0]}, {prep['out_size'][1]}) in the graph")
+    elif o.get("layout") == "CHW":
+        text += " CHW"
+    return text
 
 
 def cmd_bench_policy(args) -> dict:

@@ -39,12 +39,13 @@ def _time_block(fn: Callable, observations: list, out: np.ndarray, start: int) -
         out[i] = clock() - t0
 
 
-def torch_eager_policy(run_dir: str | Path, expected_checkpoint_sha256: str | None):
+def torch_eager_policy(run_dir: str | Path, expected_checkpoint_sha256: str | None, meta=None):
     """The exported run's PyTorch policy, as a deployment without ONNX would call it:
-    numpy in, torch forward under inference_mode, physical numpy action out."""
+    numpy in, torch forward under inference_mode, physical numpy action out. With the file's
+    metadata `meta`, camera inputs get the same in-graph preprocessing (TorchPreprocess, eager)."""
     import torch
 
-    from rlcontrol.deploy.export import DeployedPolicy, input_shapes
+    from rlcontrol.deploy.export import DeployedPolicy, deployed_module, input_shapes
     from rlcontrol.deploy.runtime import sha256_file
     from rlcontrol.training.evaluate_run import load_policy_agent
     from rlcontrol.training.loop import POLICY_FILE
@@ -56,7 +57,10 @@ def torch_eager_policy(run_dir: str | Path, expected_checkpoint_sha256: str | No
                             "(sha256 differs); pass --run with the right run folder")
     config, env, agent = load_policy_agent(run_dir)
     shapes = input_shapes(env.spec.observation)
-    module = DeployedPolicy(agent.policy(), shapes, env.spec.action_low, env.spec.action_high).eval()
+    if meta is not None:
+        module = deployed_module(agent, env.spec, meta).eval()
+    else:
+        module = DeployedPolicy(agent.policy(), shapes, env.spec.action_low, env.spec.action_high).eval()
     env.close()
     names = list(shapes)
 
@@ -81,7 +85,9 @@ def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path |
     meta = policy.metadata
     rng = np.random.default_rng(seed)
     observations = []
-    for _ in range(256):
+    # 256 different observations, or 16 of camera frames (256 of 480x640 would take 236 MB).
+    count = 16 if any(o.is_camera for o in meta.observations) else 256
+    for _ in range(count):
         obs = {o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"  # camera images
                else rng.standard_normal(o.shape).astype(np.float32) for o in meta.observations}
         observations.append(obs if len(obs) > 1 else next(iter(obs.values())))
@@ -93,7 +99,7 @@ def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path |
         import torch
 
         torch.set_num_threads(1)
-        backends["torch_eager"] = torch_eager_policy(source, meta.checkpoint_sha256)
+        backends["torch_eager"] = torch_eager_policy(source, meta.checkpoint_sha256, meta)
         # Sanity: both backends compute the same action before their speed is compared.
         diff = float(np.abs(backends["torch_eager"](observations[0]) - policy.act(observations[0])).max())
         if diff > 1e-4:

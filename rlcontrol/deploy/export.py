@@ -16,16 +16,31 @@ to the normalized action. Agents added later (D4PG, QT-Opt, encoder chains) prov
 same method and are exported by this same code; QT-Opt's is normalizer + Q network + a fixed
 number of CEM iterations over a fixed noise buffer (no random ops in the graph).
 
-Image observations (uint8 (C, H, W)) are uint8 graph inputs, cast to float inside the graph,
-so a camera frame is fed as it arrives.
+Image observations (uint8 (C, H, W)) are uint8 graph inputs at the training size, cast to
+float inside the graph. With a camera (`--camera-size HxW`, `CameraInput`), each becomes the
+camera's frame instead, uint8 (N, H_cam, W_cam, 3) RGB in the camera's own HWC layout (what
+sensor_msgs/Image rgb8 carries), and the graph does the rest:
+
+    frame (N, H_cam, W_cam, 3) --crop (--crop-top/bottom/left/right, fractions)--> grayscale if
+    the policy's image has one channel --> cv2.INTER_AREA resize to the training (H, W)
+    (rlcontrol.vision.TorchPreprocess, bit-exact with OpenCV for shrinking) --> (N, C, H, W)
+    --> the policy above.
+
+The metadata records, per image input, its layout ("CHW" or "HWC"), the camera frame's shape
+and the `ImagePreprocessing` settings; the parity check then feeds onnxruntime random and
+rendered camera frames and the PyTorch policy `ImagePreprocessing(frame)` from OpenCV, the
+numpy path of training and deployment, so a graph that read the channels or the layout
+wrongly fails it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +49,7 @@ import torch
 from torch import nn
 
 from rlcontrol import __version__
-from rlcontrol.deploy.metadata import ObservationInput, PolicyMetadata
+from rlcontrol.deploy.metadata import ObservationInput, PolicyMetadata, is_image
 from rlcontrol.deploy.runtime import graph_digest, sha256_file
 from rlcontrol.errors import UserError
 
@@ -47,6 +62,9 @@ PARITY_TOLERANCE = 1e-5
 # there are more than MAX_TIE_FLIP_FRACTION of them (a wrong graph differs almost everywhere).
 TIE_MARGIN = 1e-4
 MAX_TIE_FLIP_FRACTION = 0.01
+# Camera frames are checked this many at a time: 1000 frames of 480x640 would hold ~0.9 GB.
+CAMERA_CHUNK = 50
+CROP_EDGES = ("top", "bottom", "left", "right")
 
 
 class DeployedPolicy(nn.Module):
@@ -78,6 +96,75 @@ class DeployedPolicy(nn.Module):
         return torch.minimum(torch.maximum(action, self.low), self.high)
 
 
+@dataclass(frozen=True)
+class CameraInput:
+    """Export image inputs as camera frames of `size` (height, width), cropped by the given
+    fractions of the frame at each edge, then resized to the training size inside the graph."""
+
+    size: tuple[int, int]
+    crop_top: float = 0.0
+    crop_bottom: float = 0.0
+    crop_left: float = 0.0
+    crop_right: float = 0.0
+
+    @property
+    def crop(self) -> dict[str, float]:
+        return {edge: getattr(self, f"crop_{edge}") for edge in CROP_EDGES}
+
+    def preprocessing(self, name: str, image_shape: tuple[int, ...]):
+        """The ImagePreprocessing that makes this camera's frame into the policy's (C, H, W)
+        image `name`; raises UserError for crops that leave nothing or a frame too small."""
+        from rlcontrol.vision.preprocess import ImagePreprocessing
+
+        channels, height, width = image_shape
+        if channels not in (1, 3):
+            raise UserError(f"image input {name!r} has {channels} channels; a camera input needs 1 (grayscale) or 3 (RGB)")
+        try:
+            prep = ImagePreprocessing(**{f"crop_{e}": v for e, v in self.crop.items()}, out_size=(height, width),
+                                      grayscale=channels == 1)
+            y0, y1, x0, x1 = prep.crop_box(self.size)
+        except ValueError as exc:
+            raise UserError(f"--camera-size {self.size[0]}x{self.size[1]} with the crops: {exc}") from None
+        if y1 - y0 < height or x1 - x0 < width:
+            raise UserError(f"--camera-size {self.size[0]}x{self.size[1]}: the cropped frame is {y1 - y0}x{x1 - x0}, "
+                            f"smaller than the policy's {height}x{width} image {name!r}; the graph only shrinks "
+                            "(enlarging cannot match OpenCV exactly): use a larger camera or smaller crops")
+        return prep
+
+
+def parse_camera_size(text: str) -> tuple[int, int]:
+    """"480x640" -> (480, 640): height x width in pixels; ValueError with the reason otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"expected HEIGHTxWIDTH in pixels such as 480x640, got {text!r}")
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 1 or width < 1:
+        raise ValueError(f"expected a positive height and width, got {text!r}")
+    return height, width
+
+
+class CameraPolicy(nn.Module):
+    """DeployedPolicy behind camera preprocessing: named inputs, of which those in `preprocess`
+    are uint8 (N, H_cam, W_cam, 3) frames made into the policy's (N, C, H, W) images."""
+
+    def __init__(self, policy: DeployedPolicy, preprocess: Mapping[str, nn.Module]):
+        super().__init__()
+        self.policy = policy
+        self.preprocess = nn.ModuleDict(dict(preprocess))
+        self.input_names = policy.input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.policy(*(self.preprocess[name](x) if name in self.preprocess else x
+                             for name, x in zip(self.input_names, inputs)))
+
+
+def camera_preprocessing(meta: PolicyMetadata) -> dict:
+    """name -> ImagePreprocessing of each camera (HWC) input recorded in the metadata."""
+    from rlcontrol.vision.preprocess import ImagePreprocessing
+
+    return {o.name: ImagePreprocessing.from_dict(o.preprocessing) for o in meta.observations if o.is_camera}
+
+
 def input_shapes(obs_spec) -> dict[str, tuple[int, ...]]:
     """Graph input names and shapes (without batch): the dict keys, or one flat input."""
     if isinstance(obs_spec, Mapping):
@@ -92,18 +179,45 @@ def input_dtypes(obs_spec) -> dict[str, str]:
             for name, spec in specs.items()}
 
 
-def build_metadata(config, env_spec, checkpoint_sha256: str, extra: dict | None = None) -> PolicyMetadata:
+def build_metadata(config, env_spec, checkpoint_sha256: str, extra: dict | None = None,
+                   camera: CameraInput | None = None) -> PolicyMetadata:
     shapes, dtypes = input_shapes(env_spec.observation), input_dtypes(env_spec.observation)
     flat = not isinstance(env_spec.observation, Mapping)
-    observations = tuple(
-        ObservationInput(name, shape, dtypes[name], history=1, components=env_spec.obs_layout if flat else ())
-        for name, shape in shapes.items())
+    observations = []
+    for name, shape in shapes.items():
+        obs = ObservationInput(name, shape, dtypes[name], history=1, components=env_spec.obs_layout if flat else (),
+                               layout="CHW" if is_image(dtypes[name], shape) else "")
+        if camera is not None and obs.layout:
+            frame = (*camera.size, 3)
+            obs = ObservationInput(name, frame, "uint8", history=1, layout="HWC", camera_shape=frame,
+                                   preprocessing=camera.preprocessing(name, shape).to_dict())
+        observations.append(obs)
+    if camera is not None and not any(o.is_camera for o in observations):
+        raise UserError("--camera-size: this policy has no image input (uint8 (C, H, W)) to take camera frames")
     return PolicyMetadata(
-        algorithm=config.algo, env_id=config.env.id, observations=observations,
+        algorithm=config.algo, env_id=config.env.id, observations=tuple(observations),
         action_names=tuple(env_spec.action_names), action_low=tuple(float(x) for x in env_spec.action_low),
         action_high=tuple(float(x) for x in env_spec.action_high), control_period=float(env_spec.control_period),
         config_sha256=config.digest(), checkpoint_sha256=checkpoint_sha256, version=__version__,
         obs_normalization="in-graph" if config.agent.obs_norm else "none", extra=dict(extra or {}))
+
+
+def deployed_module(agent, env_spec, meta: PolicyMetadata) -> nn.Module:
+    """The module the graph is traced from: DeployedPolicy, behind the camera preprocessing
+    that `meta` records for camera inputs."""
+    shapes = input_shapes(env_spec.observation)
+    module = DeployedPolicy(agent.policy(), shapes, env_spec.action_low, env_spec.action_high)
+    cameras = camera_preprocessing(meta)
+    if not cameras:
+        return module
+    frames = {o.name: o.shape[:2] for o in meta.observations if o.is_camera}
+    return CameraPolicy(module, {name: prep.torch_module(frames[name], layout="NHWC")
+                                 for name, prep in cameras.items()})
+
+
+def graph_shapes(meta: PolicyMetadata) -> dict[str, tuple[int, ...]]:
+    """Graph input name -> shape without the batch: camera frames for camera inputs."""
+    return {o.name: tuple(o.shape) for o in meta.observations}
 
 
 def to_onnx_bytes(module: DeployedPolicy, shapes: Mapping[str, tuple[int, ...]], metadata: PolicyMetadata) -> bytes:
@@ -132,8 +246,10 @@ def to_onnx_bytes(module: DeployedPolicy, shapes: Mapping[str, tuple[int, ...]],
     return model.SerializeToString()
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, parity_samples: int = 1000, seed: int = 0) -> dict:
-    """Export RUN_DIR's policy.pt to `out` (written atomically) and prove parity. Returns a summary."""
+def export_run(run_dir: str | Path, out: str | Path, *, parity_samples: int = 1000, seed: int = 0,
+               camera: CameraInput | None = None) -> dict:
+    """Export RUN_DIR's policy.pt to `out` (written atomically) and prove parity. Returns a summary.
+    With `camera`, image inputs take camera frames (see the module docstring)."""
     from rlcontrol.training.atomic import atomic_write
     from rlcontrol.training.evaluate_run import load_policy_agent
     from rlcontrol.training.loop import POLICY_FILE
@@ -145,16 +261,19 @@ def export_run(run_dir: str | Path, out: str | Path, *, parity_samples: int = 10
     checkpoint = run_dir / POLICY_FILE
     meta = build_metadata(config, env.spec, sha256_file(checkpoint),
                           extra={"source_run": str(run_dir.resolve()),
-                                 "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-    shapes = input_shapes(env.spec.observation)
-    module = DeployedPolicy(agent.policy(), shapes, env.spec.action_low, env.spec.action_high)
-    data = to_onnx_bytes(module, shapes, meta)
+                                 "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                          camera=camera)
+    shapes = graph_shapes(meta)
+    data = to_onnx_bytes(deployed_module(agent, env.spec, meta), shapes, meta)
     atomic_write(out, lambda tmp: tmp.write_bytes(data))
     parity = check_parity(agent, env, out, samples=parity_samples, seed=seed)
     env.close()
     summary = {"out": str(out), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                "algorithm": config.algo, "env_id": config.env.id, "inputs": {k: list(v) for k, v in shapes.items()},
                "action_dim": env.spec.action_dim, "parity": parity}
+    if camera is not None:
+        summary["camera"] = {"size": list(camera.size), "crop": camera.crop, "layout": "HWC",
+                             "network_inputs": {o.name: list(o.network_shape) for o in meta.observations if o.is_camera}}
     if not parity["ok"]:
         ties = f", {parity['near_tie_flips']} near-tie flips" if parity.get("near_tie_flips") else ""
         raise UserError(f"exported {out}, but ONNX and PyTorch actions differ by {parity['max_abs_diff']:.2e} "
@@ -212,34 +331,123 @@ def check_parity(agent, env, onnx_path: str | Path, *, samples: int = 1000, seed
     """Max |ONNX - PyTorch| physical action over `samples` random and `samples` recorded observations,
     through the deployment runtime (both its batch path and, on a subset, its single-observation path).
 
+    Camera inputs (layout HWC in the file's metadata) get camera frames: uniform random ones, and
+    ones rendered at the camera size along the recorded episodes. PyTorch sees what training and
+    the numpy deployment path make of each frame, `ImagePreprocessing(frame)` with OpenCV, with
+    the settings the metadata records; onnxruntime sees the frame.
+
     For a policy with `tie_margin` (QT-Opt), observations that differ because a CEM decision was a
     float-level tie are counted in `near_tie_flips` (and their largest difference in
     `max_abs_diff_at_ties`) rather than in `max_abs_diff`; see TIE_MARGIN."""
     from rlcontrol.deploy import runtime
 
     policy = runtime.load(onnx_path, warmup=1)
+    cameras = camera_preprocessing(policy.metadata)
     tie_margin = getattr(agent.policy(), "tie_margin", None)
     rng = np.random.default_rng(seed)
     result = {"samples_per_set": samples, "tolerance": PARITY_TOLERANCE}
+    if cameras:
+        result["camera_inputs"] = sorted(cameras)
+        frames = {o.name: tuple(o.shape) for o in policy.metadata.observations if o.is_camera}
+        sets = (("random", _random_camera_sets(env.spec.observation, samples, rng, frames, cameras)),
+                ("recorded", _recorded_camera_sets(env, agent, samples, seed, frames, cameras)))
+    else:
+        sets = (("random", _whole(random_observations(env.spec.observation, samples, rng))),
+                ("recorded", _whole(recorded_observations(env, agent, samples, seed))))
     flips, at_ties = 0, 0.0
-    for name, batch in (("random", random_observations(env.spec.observation, samples, rng)),
-                        ("recorded", recorded_observations(env, agent, samples, seed))):
-        reference = torch_physical_actions(agent, env.spec, batch)
-        diff = np.abs(policy.act_batch(batch) - reference).max(axis=-1)  # (samples,)
-        single = np.stack([policy.act({k: v[i] for k, v in batch.items()} if isinstance(batch, Mapping)
-                                      else batch[i]).copy() for i in range(min(samples, 100))])
-        diff[:len(single)] = np.maximum(diff[:len(single)], np.abs(single - reference[:len(single)]).max(axis=-1))
-        if tie_margin is not None:
-            ties = (diff > PARITY_TOLERANCE) & (_tie_margins(tie_margin, batch) < TIE_MARGIN)
-            flips, at_ties = flips + int(ties.sum()), max(at_ties, float(diff[ties].max(initial=0.0)))
-            diff = np.where(ties, 0.0, diff)
-        result[f"max_abs_diff_{name}"] = float(diff.max())
+    for name, chunks in sets:
+        diffs, single_left = [], min(samples, 100)
+        for feed, obs in chunks:  # feed: what onnxruntime gets; obs: what the PyTorch policy gets
+            reference = torch_physical_actions(agent, env.spec, obs)
+            diff = np.abs(policy.act_batch(feed) - reference).max(axis=-1)  # (chunk,)
+            k = min(single_left, len(diff))
+            if k:
+                single = np.stack([policy.act(_row(feed, i)).copy() for i in range(k)])
+                diff[:k] = np.maximum(diff[:k], np.abs(single - reference[:k]).max(axis=-1))
+                single_left -= k
+            if tie_margin is not None:
+                ties = (diff > PARITY_TOLERANCE) & (_tie_margins(tie_margin, obs) < TIE_MARGIN)
+                flips, at_ties = flips + int(ties.sum()), max(at_ties, float(diff[ties].max(initial=0.0)))
+                diff = np.where(ties, 0.0, diff)
+            diffs.append(diff)
+        result[f"max_abs_diff_{name}"] = float(np.concatenate(diffs).max())
     result["max_abs_diff"] = max(result["max_abs_diff_random"], result["max_abs_diff_recorded"])
     result["ok"] = result["max_abs_diff"] <= PARITY_TOLERANCE
     if tie_margin is not None:
         result.update(near_tie_flips=flips, max_abs_diff_at_ties=at_ties)
         result["ok"] = result["ok"] and flips <= MAX_TIE_FLIP_FRACTION * 2 * samples
     return result
+
+
+def _whole(batch) -> Iterator[tuple]:
+    """One chunk in which onnxruntime and PyTorch get the same observations."""
+    yield batch, batch
+
+
+def _random_camera_sets(obs_spec, n: int, rng: np.random.Generator, frames: Mapping[str, tuple],
+                        cameras: Mapping) -> Iterator[tuple[dict, dict]]:
+    """(feed, obs) chunks: uniform random camera frames (feed) and their OpenCV preprocessing (obs),
+    other inputs as in `random_observations`."""
+    for start in range(0, n, CAMERA_CHUNK):
+        k = min(CAMERA_CHUNK, n - start)
+        obs = random_observations(obs_spec, k, rng)
+        feed = dict(obs)
+        for name, prep in cameras.items():
+            feed[name] = rng.integers(0, 256, (k, *frames[name]), dtype=np.uint8)
+            obs[name] = np.stack([prep(frame) for frame in feed[name]])
+        yield feed, obs
+
+
+def _recorded_camera_sets(env, agent, n: int, seed: int, frames: Mapping[str, tuple],
+                          cameras: Mapping) -> Iterator[tuple[dict, dict]]:
+    """(feed, obs) chunks along episodes driven as `recorded_observations` drives them: the task's
+    camera rendered at the camera size (feed) and its OpenCV preprocessing (obs), with the task's
+    other observations. The policy acts on its own, training-size, observations."""
+    from rlcontrol.training.evaluate import episode_seed
+
+    render = _camera_renderer(env)
+    feeds, seen_obs, seen, episode = [], [], 0, 0
+    while seen < n:
+        obs = env.reset(seed=episode_seed(seed, 4, episode))
+        agent.reset_noise()
+        episode += 1
+        while seen < n:
+            shot = {name: render(frames[name][:2]) for name in cameras}
+            feeds.append({**obs, **shot})
+            seen_obs.append({**obs, **{name: cameras[name](frame) for name, frame in shot.items()}})
+            seen += 1
+            if len(feeds) == CAMERA_CHUNK or seen == n:
+                yield _stack(feeds), _stack(seen_obs)
+                feeds, seen_obs = [], []
+            if seen == n:
+                break
+            result = env.step(agent.act(obs, explore=True))
+            obs = result.obs
+            if result.terminated or result.truncated:
+                break
+
+
+def _camera_renderer(env):
+    """(height, width) -> the task's camera frame uint8 (height, width, 3) RGB at that size, from
+    the camera its pixel observations come from."""
+    from envs.wrappers import PixelObservation
+
+    layer = env
+    while not isinstance(layer, PixelObservation):
+        layer = getattr(layer, "inner", None)
+        if layer is None:
+            raise UserError("a camera-input export checks parity on rendered frames, which needs a pixel task "
+                            "(env.pixels: true)")
+    return lambda hw: layer.inner.render(int(hw[0]), int(hw[1]), layer.camera)
+
+
+def _stack(rows: list[dict]) -> dict:
+    stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    return {k: v if v.dtype == np.uint8 else v.astype(np.float32) for k, v in stacked.items()}
+
+
+def _row(batch, i: int):
+    return {k: v[i] for k, v in batch.items()} if isinstance(batch, Mapping) else batch[i]
 
 
 def _tie_margins(tie_margin, batch) -> np.ndarray:

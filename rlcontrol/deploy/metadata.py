@@ -8,13 +8,23 @@ policy node read this on the robot.
     rlcontrol.version           toolkit version that exported it
     rlcontrol.algorithm         td3, ddpg, ...
     rlcontrol.env_id            the training task, e.g. dmc:cheetah-run
-    rlcontrol.observations      [{name, shape, dtype, history, components}]  one per graph input
+    rlcontrol.observations      [{name, shape, dtype, history, components, layout,
+                                  camera_shape, preprocessing}]  one per graph input; see below
     rlcontrol.actions           {output, names, low, high}  physical bounds, in action order
     rlcontrol.control_period    seconds between actions the policy was trained with
     rlcontrol.config_sha256     digest of the resolved training config
     rlcontrol.checkpoint_sha256 sha256 of the policy checkpoint it was exported from
     rlcontrol.graph_sha256      sha256 of the serialized graph: detects a corrupted file
     rlcontrol.obs_normalization "in-graph" or "none"
+
+Image inputs (uint8, 3-D) carry a `layout`:
+    "CHW"  the network's own input, (C, H, W) at the training size (files written before
+           layouts were recorded read as this);
+    "HWC"  a camera frame, uint8 (H, W, 3) RGB as a camera and sensor_msgs/Image rgb8 deliver
+           it (`rlcontrol export --camera-size HxW`); `camera_shape` repeats (H, W, 3) and
+           `preprocessing` is the `rlcontrol.vision.ImagePreprocessing` dict (crop, grayscale,
+           out_size = the training size) that the graph applies before the network.
+Vector inputs have layout "" and no camera fields.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 FORMAT = "rlcontrol-policy/1"
 PREFIX = "rlcontrol."
 DTYPES = ("float32", "uint8")
+IMAGE_LAYOUTS = ("CHW", "HWC")
 
 
 class MetadataError(ValueError):
@@ -42,6 +53,23 @@ class ObservationInput:
     dtype: str = "float32"
     history: int = 1
     components: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    layout: str = ""  # images: "CHW" or "HWC" (see the module docstring); vectors: ""
+    camera_shape: tuple[int, ...] = ()  # HWC: (H, W, 3), the camera frame the graph takes
+    preprocessing: dict | None = None  # HWC: ImagePreprocessing.to_dict(), applied inside the graph
+
+    @property
+    def is_camera(self) -> bool:
+        """A camera frame (HWC) that the graph preprocesses, rather than the network's own input."""
+        return self.layout == "HWC"
+
+    @property
+    def network_shape(self) -> tuple[int, ...]:
+        """What the network itself sees: `shape`, or for a camera frame (C, H, W) after the
+        in-graph preprocessing (C = 1 if it converts to grayscale)."""
+        if not self.is_camera:
+            return self.shape
+        channels = 1 if self.preprocessing.get("grayscale") else 3
+        return (channels, *self.preprocessing["out_size"])
 
 
 @dataclass(frozen=True)
@@ -68,8 +96,7 @@ class PolicyMetadata:
     # ------------------------------------------------------------------ (de)serialisation
 
     def to_props(self) -> dict[str, str]:
-        obs = [{"name": o.name, "shape": list(o.shape), "dtype": o.dtype, "history": o.history,
-                "components": [[n, list(s)] for n, s in o.components]} for o in self.observations]
+        obs = [_observation_json(o) for o in self.observations]
         props = {
             "format": FORMAT,
             "version": self.version,
@@ -143,15 +170,50 @@ def _json(p: dict, key: str):
         raise MetadataError(f"rlcontrol.{key} is not valid JSON: {exc}") from None
 
 
+def is_image(dtype: str, shape: tuple[int, ...]) -> bool:
+    """An image input: uint8 with three dimensions (besides the batch)."""
+    return dtype == "uint8" and len(shape) == 3
+
+
+def _observation_json(o: ObservationInput) -> dict:
+    entry = {"name": o.name, "shape": list(o.shape), "dtype": o.dtype, "history": o.history,
+             "components": [[n, list(s)] for n, s in o.components]}
+    if o.layout:
+        entry["layout"] = o.layout
+    if o.is_camera:
+        entry["camera_shape"] = list(o.camera_shape)
+        entry["preprocessing"] = o.preprocessing
+    return entry
+
+
 def _observation(o: dict) -> ObservationInput:
+    name = str(o["name"])
     shape = tuple(int(d) for d in o["shape"])
     if any(d <= 0 for d in shape):
-        raise MetadataError(f"observation {o['name']!r} has a non-positive dimension: {shape}")
+        raise MetadataError(f"observation {name!r} has a non-positive dimension: {shape}")
     dtype = str(o.get("dtype", "float32"))
     if dtype not in DTYPES:
-        raise MetadataError(f"observation {o['name']!r} has unsupported dtype {dtype!r}")
+        raise MetadataError(f"observation {name!r} has unsupported dtype {dtype!r}")
     history = int(o.get("history", 1))
     if history < 1:
-        raise MetadataError(f"observation {o['name']!r} has history {history} (must be >= 1)")
+        raise MetadataError(f"observation {name!r} has history {history} (must be >= 1)")
     comps = tuple((str(n), tuple(int(d) for d in s)) for n, s in o.get("components", []))
-    return ObservationInput(str(o["name"]), shape, dtype, history, comps)
+    image = is_image(dtype, shape)
+    # Files from before layouts were recorded: their images are the network's (C, H, W) input.
+    layout = str(o.get("layout", "CHW" if image else ""))
+    if layout and (not image or layout not in IMAGE_LAYOUTS):
+        raise MetadataError(f"observation {name!r} ({dtype} {list(shape)}) has layout {layout!r}; only uint8 "
+                            f"(3-D) images have a layout, one of {IMAGE_LAYOUTS}")
+    camera_shape, preprocessing = (), None
+    if layout == "HWC":
+        camera_shape = tuple(int(d) for d in o.get("camera_shape", shape))
+        preprocessing = o.get("preprocessing")
+        if shape[2] != 3 or camera_shape != shape:
+            raise MetadataError(f"observation {name!r}: an HWC camera input must be (H, W, 3) with camera_shape "
+                                f"equal to its shape, got shape {list(shape)}, camera_shape {list(camera_shape)}")
+        size = preprocessing.get("out_size") if isinstance(preprocessing, dict) else None
+        if (not isinstance(size, list) or len(size) != 2 or not all(isinstance(d, int) and d > 0 for d in size)
+                or not isinstance(preprocessing.get("grayscale", False), bool)):
+            raise MetadataError(f"observation {name!r}: an HWC camera input needs its preprocessing with out_size "
+                                f"[H, W] and grayscale, got {preprocessing!r}")
+    return ObservationInput(name, shape, dtype, history, comps, layout, camera_shape, preprocessing)

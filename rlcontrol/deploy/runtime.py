@@ -13,6 +13,12 @@ graph bytes that do not match the recorded graph digest (corruption inside the w
 ONNX external-data paths that are absolute or leave the model's folder; graph inputs and
 outputs that disagree with the metadata. No pickle anywhere.
 
+Image inputs come in the layout the metadata records (`ObservationInput.layout`): "CHW", the
+network's uint8 (C, H, W) at the training size, or "HWC", a camera frame uint8 (H, W, 3) RGB
+that the graph itself crops and resizes (`rlcontrol export --camera-size`); `camera_inputs`
+names the latter with their frame size and preprocessing. A frame of another size is refused
+like any wrong shape: the graph's resize is built for one camera size.
+
 `act(obs)` refuses a wrong shape, a wrong dtype or a missing input with `ObservationError`,
 and a NaN/inf observation with `NonFiniteObservation` (a subclass): the caller decides what
 the safe command is (the ROS node sends its safe command). A non-finite *action* (a broken
@@ -203,6 +209,7 @@ class OnnxPolicy:
             self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(buf))
         self._binding.bind_ortvalue_output(metadata.action_output, ort.OrtValue.ortvalue_from_numpy(self._output))
         self._single = self.input_names[0] if len(self.input_names) == 1 else None
+        self.camera_inputs = {o.name: o for o in metadata.observations if o.is_camera}
         # The C++ entry point directly: the Python wrapper adds ~2 us of WebGPU-capture checks
         # per call that a CPU/CUDA session never needs.
         self._run_options = ort.RunOptions()
@@ -264,7 +271,8 @@ class OnnxPolicy:
                 raise ObservationError(f"observation {name!r} is not an array: {exc}") from None
         if value.shape != row.shape:
             if value.shape != (1, *row.shape):
-                raise ObservationError(f"observation {name!r} has shape {value.shape}, the policy expects {row.shape}")
+                raise ObservationError(f"observation {name!r} has shape {value.shape}, the policy expects "
+                                       f"{row.shape}{_layout_hint(self._specs[name])}")
             value = value[0]
         if value.dtype != row.dtype and not _dtype_ok(value.dtype, row.dtype):
             raise ObservationError(f"observation {name!r} has dtype {value.dtype}, the policy expects {row.dtype}")
@@ -286,7 +294,8 @@ class OnnxPolicy:
             spec = self._specs[name]
             value = np.asarray(value)
             if value.ndim != len(spec.shape) + 1 or tuple(value.shape[1:]) != spec.shape:
-                raise ObservationError(f"observation batch {name!r} has shape {value.shape}, expected (B, *{spec.shape})")
+                raise ObservationError(f"observation batch {name!r} has shape {value.shape}, expected "
+                                       f"(B, *{spec.shape}){_layout_hint(spec)}")
             if not _dtype_ok(value.dtype, np.dtype(spec.dtype)):
                 raise ObservationError(f"observation batch {name!r} has dtype {value.dtype}, expected {spec.dtype}")
             if value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -297,6 +306,16 @@ class OnnxPolicy:
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "provider": self.provider,
                 **self.metadata.to_json_dict()}
+
+
+def _layout_hint(spec) -> str:
+    if spec.is_camera:
+        height, width, _ = spec.shape
+        return (f" (a {width}x{height} camera frame, uint8 height x width x RGB; the graph crops and resizes it to "
+                f"{spec.network_shape})")
+    if spec.layout == "CHW":
+        return " (channels, height, width)"
+    return ""
 
 
 def _dtype_ok(given: np.dtype, wanted: np.dtype) -> bool:

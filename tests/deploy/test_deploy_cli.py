@@ -65,3 +65,28 @@ def test_sha_mismatch_on_the_command_line(make_run_dir, tmp_path, flag):
     out = tmp_path / "p.onnx"
     last_json(run_cli("export", make_run_dir(), "--out", out, "--parity-samples", "10", "--json"))
     assert_one_line_error(run_cli("inspect", out, flag, "ab" * 32), "sha256 mismatch")
+
+
+CONV2D_IMAGE = {"pixels": {"type": "conv2d", "hidden": [8, 8], "kernel": 3, "stride": 2, "features": 16, "join": 1}}
+LANE_PIXELS = {"pixels": True, "pixel_size": 32, "kwargs": {"include_state": True}}
+
+
+def test_camera_export_on_the_command_line(make_run_dir, tmp_path):
+    run_dir = make_run_dir("td3", "rlc:lane-following", "dict", True, hidden=(32, 32), encoders=CONV2D_IMAGE,
+                           env=LANE_PIXELS)
+    out = tmp_path / "camera.onnx"
+    summary = last_json(run_cli("export", run_dir, "--out", out, "--camera-size", "96x128", "--crop-top", "0.25",
+                                "--parity-samples", "50", "--json"))
+    assert summary["parity"]["ok"] and summary["inputs"] == {"pixels": [96, 128, 3], "state": [2]}
+    assert summary["camera"] == {"size": [96, 128], "crop": {"top": 0.25, "bottom": 0.0, "left": 0.0, "right": 0.0},
+                                 "layout": "HWC", "network_inputs": {"pixels": [3, 32, 32]}}
+    text = run_cli("inspect", out).stdout
+    assert ("pixels(96, 128, 3) uint8 history 1 HWC camera frame -> crop (top 0.25), resize to (3, 32, 32) "
+            "in the graph") in text, text
+    for flags, words in [(("--camera-size", "480by640"), ("--camera-size", "HEIGHTxWIDTH")),
+                         (("--camera-size", "96x128", "--crop-top", "0.6", "--crop-bottom", "0.5"), ("leaves nothing",)),
+                         (("--crop-top", "0.3"), ("--crop-top needs --camera-size",)),
+                         (("--camera-size", "16x16"), ("smaller than the policy's 32x32",)),
+                         (("--camera-size", "96x128", "--crop-left", "1.5"), ("--crop-left", "[0, 1)"))]:
+        assert_one_line_error(run_cli("export", run_dir, "--out", tmp_path / "bad.onnx", *flags), *words)
+    assert not (tmp_path / "bad.onnx").exists()
