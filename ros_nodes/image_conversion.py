@@ -1,4 +1,5 @@
-"""sensor_msgs/Image -> the uint8 (C, H, W) array an image policy takes, with numpy and OpenCV.
+"""sensor_msgs/Image -> the uint8 array an image policy takes, with numpy and OpenCV: (C, H, W) at
+the training size, or (H, W, 3) RGB camera frames for a camera-layout export.
 
 No ROS import (and no cv_bridge): the converter works on the message's fields, so it is
 unit-tested without a ROS graph and the policy node calls it with `msg.encoding, msg.height, ...`.
@@ -15,6 +16,9 @@ Pipeline, the same order as training's `rlcontrol.vision.preprocess` (colour, th
      0.299 R + 0.587 G + 0.114 B, what `cv2.COLOR_RGB2GRAY` and the training pipeline use);
   4. resize to (H, W) with cv2.INTER_AREA when the size differs;
   5. HWC -> CHW into the output buffer.
+A camera-layout policy (`rlcontrol export --camera-size`, metadata layout "HWC") crops and resizes
+inside its graph: `ImageConverter(3, H, W, layout="HWC")` does steps 1-3 only (to RGB), refuses an
+image of any other size than H x W with MalformedImage, and writes uint8 (H, W, 3).
 Every intermediate buffer is kept and reused while the incoming size stays the same (a camera
 does not change its resolution), so steady-state conversion allocates only small array views.
 """
@@ -68,34 +72,46 @@ class _Buffers:
 class ImageConverter:
     """Converts image messages to one policy input of shape (channels, height, width), uint8."""
 
-    def __init__(self, channels: int, height: int, width: int) -> None:
-        if channels not in OUTPUT_CHANNELS:
-            raise ValueError(f"an image input needs 1 (grayscale) or 3 (RGB) channels, got {channels}")
+    def __init__(self, channels: int, height: int, width: int, layout: str = "CHW") -> None:
+        if layout not in ("CHW", "HWC"):
+            raise ValueError(f"layout must be 'CHW' or 'HWC', got {layout!r}")
+        if channels not in OUTPUT_CHANNELS or (layout == "HWC" and channels != 3):
+            raise ValueError(f"an image input needs 1 (grayscale) or 3 (RGB) channels, a camera frame 3; got {channels}")
         if height < 1 or width < 1:
             raise ValueError(f"an image input needs a positive size, got {height}x{width}")
-        self.shape = (int(channels), int(height), int(width))
+        self.layout = layout
+        self.size = (int(height), int(width))
+        self.shape = (int(channels), *self.size) if layout == "CHW" else (*self.size, 3)
         self.out = np.zeros(self.shape, dtype=np.uint8)
         self._buffers = _Buffers()
 
     @property
     def channels(self) -> int:
-        return self.shape[0]
+        return self.shape[0] if self.layout == "CHW" else 3
 
     def needs_resize(self, height: int, width: int) -> bool:
-        return (height, width) != self.shape[1:]
+        """CHW: images of another size are resized here. HWC: never (they are refused)."""
+        return self.layout == "CHW" and (height, width) != self.size
 
     def convert(self, encoding: str, height: int, width: int, step: int, data, is_bigendian: bool = False,
                 out: np.ndarray | None = None) -> np.ndarray:
-        """The image as uint8 (C, H, W) in `out` (default: this converter's own buffer, which the
-        next call overwrites); raises MalformedImage for a message that does not describe an image."""
+        """The image as uint8 (C, H, W), or (H, W, 3) RGB for layout HWC, in `out` (default: this
+        converter's own buffer, which the next call overwrites); raises MalformedImage for a message
+        that does not describe an image (or, for HWC, not one of the camera's size)."""
         out = self.out if out is None else out
         if out.shape != self.shape or out.dtype != np.uint8:
             raise ValueError(f"out must be uint8 {self.shape}, got {out.dtype} {out.shape}")
         enc = ENCODINGS.get(encoding)
         if enc is None:
             raise MalformedImage(f"unsupported encoding {encoding!r} (supported: {', '.join(ENCODINGS)})")
+        if self.layout == "HWC" and (int(height), int(width)) != self.size:
+            raise MalformedImage(f"image is {int(width)}x{int(height)}, the policy takes {self.size[1]}x{self.size[0]} "
+                                 "camera frames (its graph crops and resizes them, for that size only)")
         pixels = self._pixels(enc, int(height), int(width), int(step), data, bool(is_bigendian))
         colour = self._colour(enc, pixels)
+        if self.layout == "HWC":
+            np.copyto(out, colour)
+            return out
         sized = self._resize(colour)
         if self.channels == 3:
             np.copyto(out, sized.transpose(2, 0, 1))
@@ -138,7 +154,7 @@ class ImageConverter:
         return cv2.cvtColor(pixels, code, dst=self._buffers.get("colour", shape))
 
     def _resize(self, colour: np.ndarray) -> np.ndarray:
-        _, height, width = self.shape
+        height, width = self.size
         if colour.shape[:2] == (height, width):
             return colour
         shape = (height, width) + colour.shape[2:]

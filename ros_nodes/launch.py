@@ -13,7 +13,8 @@ children are stopped. Nothing external is needed: the DDS discovery stays on thi
 Image policies (a uint8 (C, H, W) input, as trained on `pixels=True` tasks): the simulated robot
 is started with its camera on (`--pixels --pixel-size H`, plus `--include-state` when the policy
 also takes the task's "state" vector), so it publishes the sensor_msgs/Image the policy node
-subscribes to by default, at the policy's own size.
+subscribes to by default, at the policy's own size; for a camera-layout policy (an (H, W, 3)
+input, `rlcontrol export --camera-size`) at its camera size, which must be square here.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def robot_pixel_flags(meta, env_kwargs: dict | None = None) -> list[str]:
     if [o.name for o in images] != ["pixels"] or not set(names) <= {"pixels", "state"}:
         raise UserError(f"the simulated robot observes 'pixels' (its camera) and optionally 'state'; this "
                         f"policy's inputs are {names}")
-    _, height, width = images[0].shape
+    image = images[0]
+    # A camera-layout policy takes the camera's frames (H, W, 3) and resizes them in its graph.
+    height, width = image.shape[:2] if image.is_camera else image.shape[1:]
     if height != width:
-        raise UserError(f"the simulated robot's camera renders square images; the policy takes {height}x{width}")
+        what = f"camera frames of {height}x{width}" if image.is_camera else f"{height}x{width}"
+        raise UserError(f"the simulated robot's camera renders square images; the policy takes {what}")
     clash = sorted(set(env_kwargs or {}) & {"pixels", "pixel_size", "include_state"})
     if clash:
         raise UserError(f"--env-kwargs sets {clash}: deploy sets the camera from the image policy; remove them")

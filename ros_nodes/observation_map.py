@@ -16,6 +16,9 @@ name and fed by a sensor_msgs/Image topic (default `<prefix><input name>`, e.g. 
 
 converted and resized to the input's shape by `ros_nodes.image_conversion` (any encoding it
 knows, any row padding); an image it cannot convert is rejected and counted like any other.
+A camera-layout input (metadata layout "HWC", uint8 (H, W, 3), `rlcontrol export --camera-size`)
+gets the image's pixels as RGB without resizing, since the graph resizes; an image of another
+size than (H, W) is rejected and counted.
 
 JointState values are matched by joint *name*, never by array index: drivers publish joints
 in any order and may add joints the policy does not use. Each source writes straight into
@@ -157,15 +160,18 @@ def _source(name: str, size: int, entry: dict) -> Source:
 
 
 def is_image_input(dtype: str, shape: tuple[int, ...]) -> bool:
-    """What the node feeds from sensor_msgs/Image: a uint8 (C, H, W) policy input."""
+    """What the node feeds from sensor_msgs/Image: a uint8 (C, H, W) policy input, or an (H, W, 3)
+    camera frame (layout HWC)."""
     return dtype == "uint8" and len(shape) == 3
 
 
 @dataclasses.dataclass
 class ImageSource(Source):
-    """One image input fed whole by a sensor_msgs/Image topic; `out` is the (C, H, W) buffer."""
+    """One image input fed whole by a sensor_msgs/Image topic; `out` is the (C, H, W) buffer, or
+    the (H, W, 3) one of a camera frame (layout HWC)."""
 
     shape: tuple[int, int, int] = (3, 1, 1)
+    layout: str = "CHW"
     converter: object = dataclasses.field(default=None, repr=False)  # image_conversion.ImageConverter
     last_size: tuple[int, int] | None = None  # (height, width) of the last good image
     logged_size: tuple[int, int] | None = None  # the size the node last reported (it logs each new one)
@@ -174,7 +180,7 @@ class ImageSource(Source):
         return np.zeros(self.shape, dtype=np.uint8)
 
     def extract(self, msg, out: np.ndarray) -> None:
-        """Convert `msg` into `out` (uint8 (C, H, W)) or raise RejectedMessage.
+        """Convert `msg` into `out` (uint8 (C, H, W) or (H, W, 3)) or raise RejectedMessage.
 
         Any failure at all rejects the message, not only the checks of a malformed image: a
         conversion that raised cannot have produced an image the policy may act on.
@@ -188,9 +194,10 @@ class ImageSource(Source):
 
 
 def build_image_source(name: str, shape: tuple[int, ...], entry: dict | None,
-                       default_prefix: str = "/robot/obs/") -> ImageSource:
-    """The source of image input `name` (uint8 (C, H, W)); raises MappingError naming a mapping
-    that is not an Image topic, or an image the converter cannot produce (C not 1 or 3)."""
+                       default_prefix: str = "/robot/obs/", layout: str = "CHW") -> ImageSource:
+    """The source of image input `name` (uint8 (C, H, W), or (H, W, 3) for layout "HWC"); raises
+    MappingError naming a mapping that is not an Image topic, or an image the converter cannot
+    produce (C not 1 or 3; a camera frame not RGB)."""
     from ros_nodes.image_conversion import OUTPUT_CHANNELS, ImageConverter  # OpenCV only for image policies
 
     entry = entry or {"topic": default_prefix + name, "type": "Image"}
@@ -201,8 +208,14 @@ def build_image_source(name: str, shape: tuple[int, ...], entry: dict | None,
     topic = entry.get("topic")
     if not topic:
         raise MappingError(f"input {name!r}: no topic given")
-    channels, height, width = (int(d) for d in shape)
-    if channels not in OUTPUT_CHANNELS or height < 1 or width < 1:
-        raise MappingError(f"input {name!r} has shape {tuple(shape)}: images must be (1 or 3, H, W)")
-    return ImageSource(name, channels * height * width, topic, "Image", shape=(channels, height, width),
-                       converter=ImageConverter(channels, height, width))
+    if layout == "HWC":
+        height, width, channels = (int(d) for d in shape)
+        if channels != 3 or height < 1 or width < 1:
+            raise MappingError(f"input {name!r} has shape {tuple(shape)}: camera frames must be (H, W, 3) RGB")
+    else:
+        channels, height, width = (int(d) for d in shape)
+        if channels not in OUTPUT_CHANNELS or height < 1 or width < 1:
+            raise MappingError(f"input {name!r} has shape {tuple(shape)}: images must be (1 or 3, H, W)")
+    converter = ImageConverter(channels, height, width, layout=layout)
+    return ImageSource(name, channels * height * width, topic, "Image", shape=converter.shape, layout=layout,
+                       converter=converter)

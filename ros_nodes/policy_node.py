@@ -5,8 +5,10 @@ fixed rate and never sends the robot something unsafe.
       configure:   load and validate the policy (metadata, optional sha256), the parameters and
                    the observation mapping (float32 inputs from array/joint/IMU/twist topics,
                    uint8 (C, H, W) inputs from sensor_msgs/Image topics, converted and resized by
-                   ros_nodes.image_conversion); anything wrong -> FAILURE, stays unconfigured, and
-                   the log line names the problem
+                   ros_nodes.image_conversion; uint8 (H, W, 3) camera-layout inputs from Image
+                   topics too, converted to RGB only, since their graph crops and resizes, and
+                   refused at any other size); anything wrong -> FAILURE, stays unconfigured,
+                   and the log line names the problem
       activate:    re-check the observation contract, start the control timer
       deactivate:  publish the safe command, stop the timer
     Nothing is published while unconfigured or inactive (lifecycle publisher + timer).
@@ -225,7 +227,8 @@ class PolicyNode(LifecycleNode):
         self.sources = []
         for spec in self.policy.metadata.observations:
             if is_image_input(spec.dtype, spec.shape):
-                source = build_image_source(spec.name, spec.shape, mapping.get(spec.name))
+                source = build_image_source(spec.name, spec.shape, mapping.get(spec.name),
+                                            layout="HWC" if spec.is_camera else "CHW")
                 source.out = self.obs[spec.name] = np.zeros(spec.shape, dtype=np.uint8)
                 self.sources.append(source)
                 continue
@@ -250,7 +253,14 @@ class PolicyNode(LifecycleNode):
 
     def _log_image_inputs(self) -> None:
         for s in self.sources:
-            if isinstance(s, ImageSource):
+            if isinstance(s, ImageSource) and s.layout == "HWC":
+                height, width, _ = s.shape
+                spec = next(o for o in self.policy.metadata.observations if o.name == s.component)
+                self.get_logger().info(
+                    f"input {s.component!r}: sensor_msgs/Image on {s.topic} -> uint8 ({height}, {width}, 3) RGB "
+                    f"camera frame (HWC), fed as is: the graph crops and resizes it to {spec.network_shape}; "
+                    f"images of another size than {width}x{height} are rejected")
+            elif isinstance(s, ImageSource):
                 channels, height, width = s.shape
                 self.get_logger().info(
                     f"input {s.component!r}: sensor_msgs/Image on {s.topic} -> uint8 ({channels}, {height}, {width}) "
@@ -333,7 +343,10 @@ class PolicyNode(LifecycleNode):
         """Once per incoming size: say whether this camera's images are resized."""
         s.logged_size = s.last_size
         height, width = s.last_size
-        if s.converter.needs_resize(height, width):
+        if s.layout == "HWC":
+            self.get_logger().info(f"{width}x{height} images from {s.topic}: the policy's camera frames, "
+                                   "cropped and resized in its graph")
+        elif s.converter.needs_resize(height, width):
             self.get_logger().info(f"resizing {width}x{height} images from {s.topic} to {s.shape[2]}x{s.shape[1]} "
                                    "(cv2.INTER_AREA)")
         else:

@@ -173,3 +173,39 @@ def test_only_rgb_or_grayscale_policies():
     with pytest.raises(ValueError, match="positive size"):
         ImageConverter(3, 0, W)
     assert set(ENCODINGS) == {"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"}
+
+
+# ---------------------------------------------------------------------- camera frames (layout HWC)
+# A camera-layout policy resizes inside its graph: the converter only makes RGB of each encoding.
+
+
+@pytest.mark.parametrize("encoding, hwc, expected", [
+    ("rgb8", RGB, RGB),
+    ("bgr8", RGB[..., ::-1], RGB),
+    ("rgba8", np.concatenate([RGB, ALPHA], axis=2), RGB),
+    ("bgra8", np.concatenate([RGB[..., ::-1], ALPHA], axis=2), RGB),
+    ("mono8", RGB[..., :1], np.repeat(RGB[..., :1], 3, axis=2)),
+])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_camera_frames_are_rgb_hwc_of_every_encoding_without_resizing(encoding, hwc, expected, pad):
+    converter = ImageConverter(3, H, W, layout="HWC")
+    assert converter.shape == (H, W, 3) and not converter.needs_resize(12, 10)
+    out = converter.convert(*fields(np.ascontiguousarray(hwc), encoding, pad=pad))
+    assert out is converter.out and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_camera_frames_of_another_size_are_rejected_untouched():
+    converter = ImageConverter(3, H, W, layout="HWC")
+    out = np.full((H, W, 3), 7, np.uint8)
+    for size in [(2 * H, 2 * W), (W, H), (H, W + 1)]:
+        big = RNG.integers(0, 256, (*size, 3), dtype=np.uint8)
+        with pytest.raises(MalformedImage, match=f"image is {size[1]}x{size[0]}, the policy takes {W}x{H} camera frames"):
+            converter.convert(*fields(big, "rgb8"), out=out)
+    assert (out == 7).all()
+    with pytest.raises(MalformedImage, match="data has"):
+        converter.convert(*_malformed()["short-data"], out=out)
+    with pytest.raises(ValueError, match="a camera frame 3"):
+        ImageConverter(1, H, W, layout="HWC")
+    with pytest.raises(ValueError, match="layout must be"):
+        ImageConverter(3, H, W, layout="NHWC")

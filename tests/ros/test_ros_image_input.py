@@ -137,6 +137,20 @@ def test_image_input_maps_to_an_image_topic_by_default_and_rejects_bad_images():
     assert (custom.topic, custom.shape) == ("/camera/image_raw", (1, 8, 8))
 
 
+def test_camera_frame_input_gets_rgb_pixels_of_its_size_only():
+    source = build_image_source("pixels", (4, 6, 3), None, layout="HWC")
+    assert (source.topic, source.shape, source.size, source.layout) == ("/robot/obs/pixels", (4, 6, 3), 72, "HWC")
+    out = source.new_scratch()
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    hwc = np.arange(72, dtype=np.uint8).reshape(4, 6, 3)
+    source.extract(image_msg(hwc[..., ::-1].copy(), "bgr8", pad=2), out)
+    np.testing.assert_array_equal(out, hwc)
+    with pytest.raises(RejectedMessage, match="/robot/obs/pixels: image is 3x4, the policy takes 6x4 camera frames"):
+        source.extract(image_msg(hwc[:, :3].copy(), "rgb8"), out)
+    with pytest.raises(MappingError, match=r"camera frames must be \(H, W, 3\) RGB"):
+        build_image_source("pixels", (4, 6, 1), None, layout="HWC")
+
+
 @pytest.mark.parametrize("build, problem", [
     (lambda: build_image_source("pixels", (3, 8, 8), {"topic": "/p", "type": "Float64MultiArray"}),
      "input 'pixels' is a uint8 (3, 8, 8) image: it must map to a sensor_msgs/Image"),
@@ -402,3 +416,119 @@ def test_sim_robot_publishes_the_rendered_camera_as_rgb8(ros_env, tmp_path):
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+# ---------------------------------------------------------------------- a camera-layout export
+# `rlcontrol export --camera-size 96x128 --crop-top 0.25`: the graph takes the camera's uint8
+# (96, 128, 3) RGB frame and crops and resizes it to the policy's (3, 32, 32) itself, so the node
+# only converts the encoding to RGB, and refuses images of another size.
+
+CAMERA_HW = (96, 128)
+CAMERA_CROP_TOP = 0.25
+
+
+@pytest.fixture(scope="session")
+def camera_policies(tmp_path_factory) -> tuple[Path, Path]:
+    """(camera-layout policy.onnx, the same run exported at the training size): an untrained TD3
+    policy with a conv2d encoder for rlc:lane-following with pixels (32x32) and state."""
+    from rlcontrol.deploy.export import CameraInput, export_run
+
+    spec = importlib.util.spec_from_file_location("_deploy_run_factory", REPO_ROOT / "tests/deploy/conftest.py")
+    factory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(factory)
+    root = tmp_path_factory.mktemp("ros_camera_policy")
+    encoders = {"pixels": {"type": "conv2d", "hidden": [8, 8], "kernel": 3, "stride": 2, "features": 16, "join": 1}}
+    run = factory.make_run(root, algo="td3", env_id="rlc:lane-following", obs_format="dict", hidden=(32, 32),
+                           encoders=encoders, env={"pixels": True, "pixel_size": SIZE, "kwargs": {"include_state": True}})
+    camera, plain = root / "camera.onnx", root / "plain.onnx"
+    export_run(run, camera, parity_samples=20, camera=CameraInput(CAMERA_HW, crop_top=CAMERA_CROP_TOP))
+    export_run(run, plain, parity_samples=20)
+    return camera, plain
+
+
+@pytest.fixture(scope="session")
+def camera_pictures(camera_policies):
+    """(state, {name: (frame HWC as sent, expected action)}): A and B rgb8 camera frames, M a mono8
+    one (expected: the gray replicated to RGB), with actions that differ from each other and from
+    the safe command, and A's also from A with its channels swapped. Each action is computed in
+    this process twice, by the camera graph on the frame and by the training-size graph on
+    OpenCV's preprocessing of it, which must agree."""
+    from rlcontrol.vision.preprocess import ImagePreprocessing
+
+    camera, plain = (runtime.load(p) for p in camera_policies)
+    prep = ImagePreprocessing(crop_top=CAMERA_CROP_TOP, out_size=(SIZE, SIZE))
+    rng = np.random.default_rng(1)
+    for state in STATES:
+        state = np.array(state, np.float32)
+
+        def act(rgb):
+            action = tuple(float(a) for a in camera.act({"pixels": rgb, "state": state}))
+            assert not _differ(action, plain.act({"pixels": prep(rgb), "state": state}), tol=1e-5)
+            return action
+
+        found: dict[str, tuple[np.ndarray, tuple[float, ...]]] = {}
+        for _ in range(60):
+            name = next(n for n in "ABM" if n not in found)
+            frame = rng.integers(0, 256, (*CAMERA_HW, 1 if name == "M" else 3), dtype=np.uint8)
+            action = act(np.repeat(frame, 3, axis=2) if name == "M" else frame)
+            if not _differ(action, SAFE) or any(not _differ(action, other) for _, other in found.values()):
+                continue
+            if name == "A" and not _differ(action, act(np.ascontiguousarray(frame[..., ::-1]))):
+                continue
+            found[name] = (frame, action)
+            if len(found) == 3:
+                return list(state), found
+    raise AssertionError(f"no state in {STATES} with three camera frames of clearly different actions")
+
+
+def test_camera_layout_policy_node_feeds_camera_frames_as_they_arrive(camera_policies, camera_pictures,
+                                                                      start_policy_node, camera):
+    state, found = camera_pictures
+    (a, action_a), (b, action_b), (m, action_m) = (found[k] for k in "ABM")
+    camera.state = state
+    proc, log = start_policy_node(camera_policies[0], control_rate_hz=50.0, obs_timeout_s=0.5,
+                                  diagnostics_period_s=0.3)
+    camera.image = image_msg(a, "rgb8")
+    assert camera.change_state(Transition.TRANSITION_CONFIGURE), log.read_text()
+    assert ("sensor_msgs/Image on /robot/obs/pixels -> uint8 (96, 128, 3) RGB camera frame (HWC), fed as is: the "
+            "graph crops and resizes it to (3, 32, 32); images of another size than 128x96 are rejected") in log.read_text()
+    assert camera.spin_until(camera.matched), "the policy node's topics never matched ours"
+    assert camera.change_state(Transition.TRANSITION_ACTIVATE), log.read_text()
+    assert camera.spin_until(lambda: camera.following(action_a)), (camera.commands[-3:], action_a, log.read_text())
+    assert _wait_log(log, "128x96 images from /robot/obs/pixels: the policy's camera frames"), log.read_text()
+
+    camera.image = image_msg(b, "rgb8", pad=4)
+    assert camera.spin_until(lambda: camera.following(action_b), timeout=5.0), (camera.commands[-3:], action_b)
+    camera.image = image_msg(np.ascontiguousarray(a[..., ::-1]), "bgr8", pad=8)  # A as a BGR camera sends it
+    assert camera.spin_until(lambda: camera.following(action_a), timeout=5.0), (camera.commands[-3:], action_a)
+    camera.image = image_msg(m, "mono8")
+    assert camera.spin_until(lambda: camera.following(action_m), timeout=5.0), (camera.commands[-3:], action_m)
+
+    # The training size (what a CHW policy would take) is the wrong size here: rejected and counted,
+    # never resized; the last good frame goes stale and the watchdog sends the safe command.
+    camera.image = image_msg(a[::3, ::4].copy(), "rgb8")  # 32x32
+    assert camera.spin_until(lambda: camera.following(SAFE), timeout=5.0), camera.commands[-3:]
+    seen = len(camera.diagnostics)
+    assert camera.spin_until(lambda: len(camera.diagnostics) > seen, timeout=5.0)
+    d = camera.diagnostics[-1]
+    assert int(d["rejected_messages"]) > 0 and int(d["stale_trips"]) == 1, d
+    assert _wait_log(log, "rejected message: /robot/obs/pixels: image is 32x32, the policy takes 128x96 camera "
+                          "frames"), log.read_text()
+    assert proc.poll() is None, log.read_text()
+    camera.image = image_msg(a, "rgb8")
+    assert camera.spin_until(lambda: camera.following(action_a), timeout=5.0), camera.commands[-3:]
+
+    allowed = (action_a, action_b, action_m, SAFE)
+    assert all(any(_close(cmd, x) for x in allowed) for _, cmd in camera.commands), \
+        [cmd for _, cmd in camera.commands if not any(_close(cmd, x) for x in allowed)][:5]
+    assert "Traceback" not in log.read_text()
+
+
+def test_deploy_sets_the_robot_camera_from_a_camera_layout_policy(camera_policies):
+    meta = runtime.load(camera_policies[0], warmup=1).metadata
+    with pytest.raises(UserError, match="renders square images; the policy takes camera frames of 96x128"):
+        launch.robot_pixel_flags(meta)
+    image, state = meta.observations
+    square = dataclasses.replace(image, shape=(96, 96, 3), camera_shape=(96, 96, 3))
+    assert launch.robot_pixel_flags(dataclasses.replace(meta, observations=(square, state))) == \
+        ["--pixels", "--pixel-size", "96", "--include-state"]
