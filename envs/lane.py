@@ -77,21 +77,27 @@ class CarState:
 
 @dataclass(frozen=True)
 class BicycleModel:
-    """Kinematic bicycle: path curvature tan(steering) / wheelbase, first-order speed lag."""
+    """Kinematic bicycle: path curvature tan(gain * steering) / wheelbase, first-order speed lag.
+
+    `steering_gain` is the front-wheel angle the car really gets per commanded radian (1: an
+    ideal steering linkage). The observation keeps reporting the commanded angle, as a real
+    car's controller knows its command, not the wheel angle; sim2real randomizes this gain.
+    """
 
     wheelbase: float = 2.5  # m
     speed_time_constant: float = 1.0  # s; 0 follows the set-point at once
+    steering_gain: float = 1.0  # wheel angle / commanded angle
 
     def turning_radius(self, steering: float) -> float:
-        """Radius (m) of the rear axle's circle at a fixed steering angle: L / tan(delta)."""
-        return self.wheelbase / math.tan(steering) if steering else math.inf
+        """Radius (m) of the rear axle's circle at a fixed commanded angle: L / tan(gain * delta)."""
+        return self.wheelbase / math.tan(self.steering_gain * steering) if steering else math.inf
 
     def advance(self, car: CarState, steering: float, speed_setpoint: float, dt: float) -> CarState:
         """The state after `dt` seconds with both inputs held: exact for this model.
 
         v(t) = v_set + (v0 - v_set) exp(-t / tau), so the distance covered is
         d = v_set dt + (v0 - v_set) tau (1 - exp(-dt / tau)); the path is an arc of curvature
-        k = tan(delta) / L, which turns the heading by k d and moves the car by the chord
+        k = tan(gain * delta) / L, which turns the heading by k d and moves the car by the chord
         d sinc(k d / 2) in the direction heading + k d / 2.
         """
         tau = self.speed_time_constant
@@ -102,7 +108,7 @@ class BicycleModel:
         else:
             speed = speed_setpoint
             distance = speed_setpoint * dt
-        turn = math.tan(steering) / self.wheelbase * distance
+        turn = math.tan(self.steering_gain * steering) / self.wheelbase * distance
         chord = distance * float(np.sinc(turn / (2 * math.pi)))  # np.sinc(x) = sin(pi x) / (pi x)
         direction = car.heading + turn / 2
         return CarState(car.x + chord * math.cos(direction), car.y + chord * math.sin(direction),
