@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from rlcontrol.errors import ConfigError
+from sim2real.randomization import DomainRandomization, RandomizationError
 
 
 def _f(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
@@ -44,6 +45,12 @@ class EnvConfig:
     kwargs: dict[str, Any] = _f(
         None, "task keyword arguments passed to envs.make, e.g. {object_set: test, max_steps: 10} for rlc:grasp "
               "(the task checks names and values)", factory=dict)
+    randomization: DomainRandomization | None = _f(
+        None, "domain randomization of the training env, drawn per episode from the episode's seed and logged as "
+              "randomization/<name>: physics: {mass: [0.8, 1.2], ...} scales, obs_noise_std, obs_bias_std, "
+              "action_noise_std, latency_steps: [min, max], jitter, visual (sim2real/randomization.py, "
+              "docs/sim2real.md); None: off")
+    randomize_eval: bool = _f(False, "randomize the evaluation env too (false: evaluate on the nominal task)")
 
 
 @dataclass
@@ -303,8 +310,32 @@ def _build_section(cls, section: dict, prefix: str, source: str, lines: dict[str
     for key, value in section.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(source, prefix + str(key), list(fields), lines, sections, prefix))
-        values[key] = _validate(prefix + key, value, hints[key], fields[key].metadata, source)
+        nested = _self_validating(hints[key])
+        if nested is not None:
+            values[key] = _build_self_validating(nested, value, prefix + key, source, lines)
+        else:
+            values[key] = _validate(prefix + key, value, hints[key], fields[key].metadata, source)
     return cls(**values)
+
+
+def _self_validating(hint: Any) -> type | None:
+    """The class behind a `Cls | None` hint whose class validates itself with `from_dict`
+    (env.randomization: sim2real's DomainRandomization), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    cls = args[0]
+    return cls if dataclasses.is_dataclass(cls) and hasattr(cls, "from_dict") else None
+
+
+def _build_self_validating(cls: type, value: Any, name: str, source: str, lines: dict[str, int]) -> Any:
+    if value is None:
+        return None
+    try:
+        return cls.from_dict(value)
+    except RandomizationError as exc:
+        key = f"{name}.{exc.key}" if exc.key else name
+        raise ConfigError(f"{source}: {exc.message(name + '.', lines.get(key))}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {name}: {exc}") from None
 
 
 def _validate(name: str, value: Any, hint: Any, meta: dict, source: str) -> Any:

@@ -35,6 +35,8 @@ class Harvest:
     episode_returns: tuple[float, ...] = ()
     worker: int = 0
     transitions: int = 0
+    # env.sampled of each ended episode (env.randomization), aligned with episode_returns; () without it.
+    episode_randomization: tuple[dict, ...] = ()
 
 
 def start_episode(env, agent, seed: int, episode: int):
@@ -43,6 +45,13 @@ def start_episode(env, agent, seed: int, episode: int):
     agent.reset_noise()
     agent.observe(obs)
     return obs
+
+
+def episode_randomization(env) -> tuple[dict, ...]:
+    """(the values env.randomization drew for the episode that just ended,) or () for an env
+    without randomization (sim2real.randomization.RandomizedEnv.sampled)."""
+    sampled = getattr(env, "sampled", None)
+    return (dict(sampled),) if sampled else ()
 
 
 class InProcessCollector:
@@ -81,11 +90,12 @@ class InProcessCollector:
         for transition in emitted:
             self.replay.add(transition)
         self._return += result.reward
-        returns = ()
+        returns, drawn = (), ()
         if result.terminated or result.truncated:
             returns, self._return = (self._return,), 0.0
+            drawn = episode_randomization(self.env)
         self._obs = result.obs
-        return Harvest(1, self._repeat, returns, 0, len(emitted))
+        return Harvest(1, self._repeat, returns, 0, len(emitted), drawn)
 
     def episodes_handled(self) -> None:
         self._obs = start_episode(self.env, self.agent, self.config.seed, self.state.episodes)

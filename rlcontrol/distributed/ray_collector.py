@@ -292,7 +292,8 @@ class RayCollector:
         self.versions[index] = chunk["version"]
         if chunk["version"] >= 0:
             self.max_weight_lag = max(self.max_weight_lag, self.version - chunk["version"])
-        return Harvest(chunk["agent_steps"], chunk["env_steps"], tuple(chunk["episode_returns"]), index, count)
+        return Harvest(chunk["agent_steps"], chunk["env_steps"], tuple(chunk["episode_returns"]), index, count,
+                       tuple(chunk.get("episode_randomization", ())))
 
     def _observe(self, observed) -> None:
         """Feed the learner's running normalizer every observation the worker saw (one batch)."""

@@ -9,6 +9,7 @@ the learner last published, turns its steps into n-step transitions with its own
         "worker": int, "pid": int, "version": int (the weights version it acted with),
         "agent_steps": n, "env_steps": n * action_repeat,
         "episode_returns": [float, ...]   (episodes that ended inside this chunk),
+        "episode_randomization": [dict, ...]  (env.randomization's draws for those episodes; [] without it),
         "transitions": {"obs", "action", "reward", "discount", "next_obs"} with a leading dim T
                        (dict observations stay dicts of stacked parts), or None when T == 0,
         "observed": every raw observation seen, stacked (episode starts included), for the
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from rlcontrol.config import Config
+from rlcontrol.distributed.collector import episode_randomization
 from rlcontrol.errors import UserError
 
 DISTRIBUTED_STREAM = 2  # seed stream of actor workers (0: in-process training, 1: evaluation)
@@ -162,6 +164,7 @@ class ActorWorker:
         transitions: list[dict] = []
         observed: list = []
         returns: list[float] = []
+        drawn: list[dict] = []
         action_dim = self.env.spec.action_dim
         for _ in range(int(n_agent_steps)):
             if self._obs is None:
@@ -179,6 +182,7 @@ class ActorWorker:
             self._return += result.reward
             if result.terminated or result.truncated:
                 returns.append(float(self._return))
+                drawn.extend(episode_randomization(self.env))
                 self.episodes += 1
                 self._obs = None
             else:
@@ -190,6 +194,7 @@ class ActorWorker:
             "agent_steps": int(n_agent_steps),
             "env_steps": int(n_agent_steps) * self.action_repeat,
             "episode_returns": returns,
+            "episode_randomization": drawn,
             "transitions": stack_transitions(transitions),
             "observed": stack_obs(observed) if observed else None,
         }

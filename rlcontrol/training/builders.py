@@ -9,7 +9,24 @@ from rlcontrol.errors import UserError
 _MAKE_ARGS = ("seed", "action_repeat", "obs_format", "pixels", "pixel_size", "max_episode_steps")
 
 
-def make_env(env_cfg: EnvConfig, seed: int):
+def make_env(env_cfg: EnvConfig, seed: int, *, evaluation: bool = False):
+    """The env of `env_cfg`, randomized (env.randomization) unless it is for `evaluation` and
+    env.randomize_eval is off."""
+    env = _make_task(env_cfg, seed)
+    randomization = env_cfg.randomization
+    if randomization is None or not randomization.enabled or (evaluation and not env_cfg.randomize_eval):
+        return env
+    from sim2real.randomization import RandomizedEnv
+
+    try:
+        return RandomizedEnv(env, randomization, seed=seed)
+    except ValueError as exc:
+        # A parameter, observation entry or image the task does not have (the message names the env).
+        env.close()
+        raise UserError(f"env.randomization: {exc}") from None
+
+
+def _make_task(env_cfg: EnvConfig, seed: int):
     import envs
 
     kwargs = dict(env_cfg.kwargs)

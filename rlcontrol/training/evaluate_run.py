@@ -26,7 +26,7 @@ def load_policy_agent(run_dir: str | Path):
     payload = load_torch(run_dir / POLICY_FILE)
     if not isinstance(payload, dict) or "policy" not in payload:
         raise UserError(f"{run_dir / POLICY_FILE} is not an rlcontrol policy file")
-    env = builders.make_env(config.env, config.seed + 3)
+    env = builders.make_env(config.env, config.seed + 3, evaluation=True)
     agent = make_agent(config, env.spec)
     try:
         agent.load_policy_state_dict(payload["policy"])

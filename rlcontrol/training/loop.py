@@ -111,7 +111,7 @@ class Trainer:
             _check_resumable(config, self.run_dir)
         # Environments first: a bad env id must fail before anything is written.
         self.env = builders.make_env(config.env, config.seed)
-        self.eval_env = builders.make_env(config.env, config.seed + 1)
+        self.eval_env = builders.make_env(config.env, config.seed + 1, evaluation=True)
         self._ray_started = False
         if uses_ray(config):
             # Also before anything is written: a bad --ray-address or noise_scales is one error line.
@@ -250,8 +250,9 @@ class Trainer:
                 if self.state.agent_steps % 50 < harvest.agent_steps:
                     bar.update(self.state.env_steps - bar.n)
                 if harvest.episode_returns:
-                    for episode_return in harvest.episode_returns:
-                        self._end_episode(episode_return)
+                    drawn = harvest.episode_randomization
+                    for i, episode_return in enumerate(harvest.episode_returns):
+                        self._end_episode(episode_return, drawn[i] if i < len(drawn) else None)
                     self.collector.episodes_handled()
                     bar.set_postfix_str(_postfix(self.last_sps, self.state), refresh=False)
             bar.update(self.state.env_steps - bar.n)
@@ -348,12 +349,14 @@ class Trainer:
         self.state.next_log_at += every * (1 + max(0, self.state.env_steps - self.state.next_log_at) // every)
         bar.set_postfix_str(_postfix(sps, self.state), refresh=False)
 
-    def _end_episode(self, episode_return: float) -> None:
-        """Log the episode; evaluate and checkpoint when due (always on an episode boundary)."""
+    def _end_episode(self, episode_return: float, randomization: dict | None = None) -> None:
+        """Log the episode (and the world env.randomization drew for it, as randomization/<name>);
+        evaluate and checkpoint when due (always on an episode boundary)."""
         state, t = self.state, self.config.train
         state.episodes += 1
         state.recent_returns = (state.recent_returns + [episode_return])[-10:]
-        self.logger.log(state.env_steps, {"charts/episodic_return": episode_return})
+        drawn = {f"randomization/{k}": v for k, v in (randomization or {}).items()}
+        self.logger.log(state.env_steps, {"charts/episodic_return": episode_return} | drawn)
         if state.next_eval_at <= state.env_steps < t.total_env_steps:
             self.evaluate()
             state.next_eval_at += t.eval_every
