@@ -1,12 +1,15 @@
 """The `Env` contract, checked on real simulators for every id in `registered_ids()`.
 
-New tasks registered with `envs.register` are picked up here automatically.
+New tasks registered with `envs.register` are picked up here automatically. The same contract
+holds for tasks under sim2real's domain randomization (`test_randomized_env_contract`).
 """
 
 import numpy as np
 import pytest
 
 import envs
+from sim2real.physics import supported_params
+from sim2real.randomization import RandomizedEnv
 
 N_STEPS = 50
 TRUNCATE_AT = 20
@@ -70,14 +73,14 @@ def check_spec(spec: envs.EnvSpec, env_id: str, obs_format: str) -> None:
     assert isinstance(spec.observation, observation_type)
 
 
-def check_lockstep_determinism(env_id: str, obs_format: str) -> None:
+def check_lockstep_determinism(env_id: str, obs_format: str, make=envs.make) -> None:
     """Two envs, one seed, one action sequence: identical trajectories.
 
     Along the way env_a's previous observation is overwritten before each step, so any
     aliasing of simulator buffers would show up as a divergence from env_b.
     """
-    env_a = envs.make(env_id, seed=7, obs_format=obs_format)
-    env_b = envs.make(env_id, seed=7, obs_format=obs_format)
+    env_a = make(env_id, seed=7, obs_format=obs_format)
+    env_b = make(env_id, seed=7, obs_format=obs_format)
     check_spec(env_a.spec, env_id, obs_format)
     actions = np.random.default_rng(0).uniform(-1.2, 1.2, size=(N_STEPS, env_a.spec.action_dim))
 
@@ -111,9 +114,9 @@ def check_lockstep_determinism(env_id: str, obs_format: str) -> None:
     env_a.close()
 
 
-def check_action_bounds(env_id: str, obs_format: str) -> None:
+def check_action_bounds(env_id: str, obs_format: str, make=envs.make) -> None:
     """+-1 lands exactly on the physical bounds; beyond +-1 is clipped; bad input raises."""
-    env = envs.make(env_id, seed=0, obs_format=obs_format)
+    env = make(env_id, seed=0, obs_format=obs_format)
     spec = env.spec
     env.reset()
     for normalized, expected in ((1.0, spec.action_high), (-1.0, spec.action_low), (7.5, spec.action_high)):
@@ -133,8 +136,8 @@ def check_action_bounds(env_id: str, obs_format: str) -> None:
     env.close()
 
 
-def check_truncation(env_id: str, obs_format: str) -> None:
-    env = envs.make(env_id, seed=0, obs_format=obs_format, max_episode_steps=TRUNCATE_AT)
+def check_truncation(env_id: str, obs_format: str, make=envs.make) -> None:
+    env = make(env_id, seed=0, obs_format=obs_format, max_episode_steps=TRUNCATE_AT)
     assert env.spec.max_episode_steps == TRUNCATE_AT
     env.reset()
     for step in range(1, TRUNCATE_AT + 1):
@@ -154,3 +157,28 @@ def test_env_contract(env_id: str, obs_format: str) -> None:
     check_lockstep_determinism(env_id, obs_format)
     check_action_bounds(env_id, obs_format)
     check_truncation(env_id, obs_format)
+
+
+def randomized(randomization: dict):
+    """`envs.make` followed by RandomizedEnv, with every physical parameter the task has in 0.8-1.25."""
+
+    def make(env_id: str, *, seed=None, **kwargs):
+        env = envs.make(env_id, seed=seed, **kwargs)
+        physics = {name: [0.8, 1.25] for name in supported_params(env)}
+        return RandomizedEnv(env, {**randomization, "physics": physics}, seed=seed)
+
+    return make
+
+
+# Sensing only (actions reach the task unchanged, so the action-bound checks apply as they are)...
+SENSING = {"obs_noise_std": 0.01, "obs_bias_std": 0.01}
+# ...and everything that also delays and perturbs the actions.
+ACTING = {**SENSING, "action_noise_std": 0.1, "latency_steps": [0, 2], "jitter": 0.3}
+
+
+@pytest.mark.parametrize("obs_format", ["flat", "dict"])
+@pytest.mark.parametrize("env_id", ["dmc:cartpole-swingup", "rlc:lane-following", "gym:Pendulum-v1"])
+def test_randomized_env_contract(env_id: str, obs_format: str) -> None:
+    check_lockstep_determinism(env_id, obs_format, randomized(ACTING))
+    check_action_bounds(env_id, obs_format, randomized(SENSING))
+    check_truncation(env_id, obs_format, randomized(ACTING))
