@@ -177,7 +177,8 @@ ACTING = {**SENSING, "action_noise_std": 0.1, "latency_steps": [0, 2], "jitter":
 
 
 @pytest.mark.parametrize("obs_format", ["flat", "dict"])
-@pytest.mark.parametrize("env_id", ["dmc:cartpole-swingup", "rlc:lane-following", "gym:Pendulum-v1"])
+@pytest.mark.parametrize("env_id", ["dmc:cartpole-swingup", "rlc:grasp", "rlc:obstacle-course", "rlc:lane-following",
+                                    "gym:Pendulum-v1"])
 def test_randomized_env_contract(env_id: str, obs_format: str) -> None:
     check_lockstep_determinism(env_id, obs_format, randomized(ACTING))
     check_action_bounds(env_id, obs_format, randomized(SENSING))

@@ -257,3 +257,13 @@ def test_round_trips_through_plain_dicts():
     assert dr.latency_steps == [2, 2] and dr.physics["gravity"].low == dr.physics["gravity"].high == 1.1
     assert DomainRandomization.from_dict(dr.to_dict()) == dr
     assert dr.enabled and not DomainRandomization().enabled
+
+
+def test_a_task_that_writes_its_own_physics_at_reset_gets_scaled_too():
+    """rlc:grasp draws each object's mass at reset: the episode's scale applies on top of that draw."""
+    env = RandomizedEnv(envs.make("rlc:grasp", seed=0), {"physics": {"mass": [1.5, 1.5]}}, seed=0)
+    inner = env.unwrapped
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        masses = inner.model.body_mass[inner._obj_bodies[:len(inner.objects)]]
+        np.testing.assert_allclose(masses, [obj.mass * 1.5 for obj in inner.objects], rtol=1e-12)
