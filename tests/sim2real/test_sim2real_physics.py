@@ -57,6 +57,12 @@ def test_supported_params_per_task():
     assert supported_params(envs.make("rlc:obstacle-course", seed=0)) == tuple(MUJOCO_PARAMETERS)
     assert supported_params(envs.make("rlc:lane-following", seed=0)) == ("steering_gain", "speed_time_constant")
     assert supported_params(envs.make("gym:Pendulum-v1", seed=0)) == ()
+    cheetah = envs.make("gym:HalfCheetah-v5", seed=0)  # gymnasium's MuJoCo envs have the MuJoCo names
+    assert supported_params(cheetah) == tuple(MUJOCO_PARAMETERS)
+    model = cheetah.unwrapped.gym_env.unwrapped.model
+    masses = model.body_mass.copy()
+    set_params(cheetah, {"mass": 2.0})
+    np.testing.assert_array_equal(model.body_mass, masses * 2.0)
 
 
 def test_unsupported_env_and_bad_values_are_clear_errors():
