@@ -461,7 +461,7 @@ def camera_pictures(camera_policies):
     for state in STATES:
         state = np.array(state, np.float32)
 
-        def act(rgb):
+        def act(rgb, state=state):
             action = tuple(float(a) for a in camera.act({"pixels": rgb, "state": state}))
             assert not _differ(action, plain.act({"pixels": prep(rgb), "state": state}), tol=1e-5)
             return action
