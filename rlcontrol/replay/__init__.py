@@ -6,7 +6,9 @@
   :class:`SumTree` and returns importance weights;
 * :class:`FrameReplayBuffer` / :class:`PrioritizedFrameReplayBuffer` store uint8 camera frames
   once (obs and next_obs, and overlapping frame stacks, share them by index);
-* :func:`make_replay` picks one from config values (frame buffers for image observations).
+* :func:`make_replay` picks one from config values (frame buffers for image observations);
+* :class:`TransitionLog` appends 1-step transitions to a crash-safe on-disk log (live fine-tuning),
+  :func:`read_log` / :class:`LogReader` read and follow it.
 
 The learner's target for every batch is ``reward + discount * Q'(next_obs, .)``, whatever n was.
 """
@@ -17,14 +19,34 @@ from rlcontrol.replay.frame_pool import FrameReplayBuffer, PrioritizedFrameRepla
 from rlcontrol.replay.nstep import NStepAccumulator
 from rlcontrol.replay.prioritized import PrioritizedReplayBuffer
 from rlcontrol.replay.sum_tree import SumTree
+from rlcontrol.replay.transition_log import (
+    LogCorruptError,
+    LogReader,
+    LogRecord,
+    LogSchemaError,
+    LogWriteError,
+    TransitionLog,
+    TransitionLogError,
+    TransitionSchema,
+    read_log,
+)
 
 __all__ = [
     "Batch",
     "FrameReplayBuffer",
+    "LogCorruptError",
+    "LogReader",
+    "LogRecord",
+    "LogSchemaError",
+    "LogWriteError",
     "NStepAccumulator",
     "PrioritizedFrameReplayBuffer",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "SumTree",
+    "TransitionLog",
+    "TransitionLogError",
+    "TransitionSchema",
     "make_replay",
+    "read_log",
 ]
