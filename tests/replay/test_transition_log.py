@@ -1,5 +1,5 @@
 """The on-disk transition log: round trips, kill -9, torn tails, corruption, fsync policies, disk full,
-schema mismatches, following a log another process writes."""
+schema mismatches, following a log another process writes, and feeding the in-memory replay."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from transition_log_helpers import check_record, make_schema, transition
 
 from rlcontrol.errors import UserError
@@ -24,10 +25,15 @@ from rlcontrol.replay import (
     LogCorruptError,
     LogSchemaError,
     LogWriteError,
+    NStepAccumulator,
+    ReplayBuffer,
+    ReplayFeeder,
     TransitionLog,
     TransitionLogError,
     TransitionSchema,
+    load_replay,
     read_log,
+    replay_for_log,
 )
 from rlcontrol.replay.log_format import encode_header, read_header
 
@@ -411,3 +417,85 @@ def test_tail_follows_a_log_another_process_writes(tmp_path):
     for record in got:
         check_record(schema, record)
     assert reader.report.segments == len(list(tmp_path.glob("segment-*.rlclog"))) > 10 and reader.tail() == []
+
+
+# ------------------------------------------------------------------------------ into the replay
+def _reference_replay(schema, transitions_and_flags, n, gamma):
+    """The slow reference: the same 1-step stream straight through NStepAccumulator."""
+    replay = ReplayBuffer(100, schema.obs_spec(), schema.action_dim)
+    accumulator = NStepAccumulator(n, gamma)
+    for t, terminated, truncated in transitions_and_flags:
+        reward = float(np.float32(t["reward"]))  # as logged
+        for out in accumulator.add(t["obs"], t["action"], reward, t["next_obs"], terminated, truncated):
+            replay.add(out)
+    return replay
+
+
+def _same_rows(a, b):
+    (ta, ma), (tb, mb) = a.state_dict(), b.state_dict()
+    assert ma["size"] == mb["size"]
+    for name in ta:
+        if name != "rng_state":
+            torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0)
+
+
+def test_load_replay_is_n_step_over_the_logged_episodes(tmp_path):
+    schema = write(tmp_path, "state", 50)  # episodes of 20: terminated, truncated, and 10 steps of a third
+    replay = replay_for_log(schema, 100)
+    feeder = load_replay(tmp_path, replay, n_step=3, gamma=0.9)
+    stream = [(transition(schema, s), transition(schema, s)["terminated"],
+               transition(schema, s)["truncated"] or s == 49) for s in range(50)]
+    _same_rows(replay, _reference_replay(schema, stream, 3, 0.9))
+    assert feeder.records == 50 and feeder.added == 50 and feeder.cuts == 1  # the unfinished last episode
+
+
+def test_a_gap_in_an_episode_cuts_it_there(tmp_path):
+    schema = make_schema("state")
+    seqs = [0, 1, 2, 3, 4, 7, 8, 9]  # the learner was down for steps 5 and 6 of episode 0
+    with TransitionLog.open(tmp_path, schema) as log:
+        for s in seqs:
+            log.append(transition(schema, s))
+    replay = ReplayBuffer(100, schema.obs_spec(), schema.action_dim)
+    feeder = load_replay(tmp_path, replay, n_step=2, gamma=0.5)
+    assert feeder.cuts == 2
+    stream = [(transition(schema, s), False, s in (4, 9)) for s in seqs]
+    _same_rows(replay, _reference_replay(schema, stream, 2, 0.5))
+    # By hand: step 3's window is steps 3, 4 (not 3, 7): reward 0.3 + 0.5 * 0.4, discount 0.25.
+    rows, _ = replay.state_dict()
+    assert rows["reward"][3].item() == pytest.approx(0.5) and rows["discount"][3].item() == 0.25
+    assert rows["reward"][4].item() == pytest.approx(0.4) and rows["discount"][4].item() == 0.5
+
+
+def test_skip_interventions(tmp_path):
+    schema = write(tmp_path, "state", 20)  # seq 12 is an intervention
+    replay = ReplayBuffer(100, schema.obs_spec(), schema.action_dim)
+    feeder = load_replay(tmp_path, replay, n_step=1, gamma=0.9, skip_interventions=True)
+    assert feeder.skipped == 1 and feeder.added == 19 and feeder.cuts == 1
+    rows, _ = replay.state_dict()
+    assert 1.2 not in [round(r, 4) for r in rows["reward"].tolist()]
+    assert rows["discount"][11].item() == pytest.approx(0.9)  # seq 11: cut, truncated: bootstraps
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_feeder_polls_new_records_into_uniform_and_prioritized_replay(tmp_path, prioritized):
+    schema = make_schema("small_image")
+    replay = replay_for_log(schema, 100, prioritized=prioritized)
+    assert type(replay).__name__ == ("PrioritizedFrameReplayBuffer" if prioritized else "FrameReplayBuffer")
+    with TransitionLog.open(tmp_path, schema, fsync="none") as log:
+        feeder = ReplayFeeder(tmp_path, replay, n_step=1, gamma=0.99)
+        assert feeder.poll() == 0
+        for seq in range(10):
+            log.append(transition(schema, seq))
+        assert feeder.poll() == 9  # the newest is held until the next shows whether its episode goes on
+        for seq in range(10, 15):
+            log.append(transition(schema, seq))
+        assert feeder.poll() == 5 and feeder.flush() == 1
+    assert len(replay) == 15
+    batch = replay.sample(8)
+    assert batch.obs["camera"].dtype == torch.uint8 and batch.action.shape == (8, 2)
+
+
+def test_feeder_refuses_a_replay_of_other_shapes(tmp_path):
+    write(tmp_path, "state", 3)
+    with pytest.raises(LogSchemaError, match="do not fit the replay"):
+        load_replay(tmp_path, ReplayBuffer(10, (16,), 6))
