@@ -1,6 +1,12 @@
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# pytest puts tests/ first on sys.path, where tests/envs/ would shadow the envs package as a
+# namespace package when a file under tests/ is run on its own (the editable install's finder
+# comes after the path finder); the repository root first keeps `import envs` the real one.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
