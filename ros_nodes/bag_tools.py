@@ -223,6 +223,7 @@ class Transition:
     terminated: bool = False
     truncated: bool = False
     segment: int = 0  # transitions of one segment follow each other without a gap
+    interrupted: bool = False  # the policy's last step before a safety intervention (StepAssembler.interrupt)
 
 
 class StepAssembler:
@@ -241,6 +242,7 @@ class StepAssembler:
         self._parts: dict[str, np.ndarray] = {}  # components of the observation being assembled
         self._step: list | None = None  # [obs, action, reward or None] awaiting its next obs
         self._held: Transition | None = None  # complete, awaiting proof of how it ended
+        self._interrupt: tuple[bool, bool] | None = None  # (terminated, truncated) for the step in flight
 
     def applied_command(self, action: np.ndarray) -> None:
         self._keep_held()  # a new step: the held one ended mid-episode
@@ -248,6 +250,7 @@ class StepAssembler:
             self._parts, self._obs = {}, None
         if self._step is not None:
             self._drop()
+        self._interrupt = None  # the interrupted step never completed: nothing to label
         self._step = [self._obs, action, None]
 
     def reward(self, value: float) -> None:
@@ -272,7 +275,31 @@ class StepAssembler:
                 self._drop()
             else:
                 self._held = Transition(step[0], step[1], float(step[2]), obs, segment=self._segment)
+                if self._interrupt is not None:
+                    self._end_held(*self._interrupt)
+        self._interrupt = None
         self._obs = obs
+
+    def interrupt(self, terminated: bool) -> None:
+        """A safety intervention (e-stop, operator takeover) ends the episode here: the last step
+        the policy commanded (the one completed and held, or the one still in flight) is kept with
+        ``terminated`` (or truncated), and the steps after it start a new segment."""
+        ending = (bool(terminated), not terminated)
+        if self._step is not None:
+            self._interrupt = ending
+        elif self._held is not None:
+            self._end_held(*ending)
+
+    def cut(self) -> None:
+        """A break in the stream that is not an episode end (a resumed control after an
+        intervention): drop what is open; the next steps start a new segment."""
+        self.finish()
+        self._segment += 1
+
+    def _end_held(self, terminated: bool, truncated: bool) -> None:
+        self._held.terminated, self._held.truncated, self._held.interrupted = terminated, truncated, True
+        self._keep_held()
+        self._segment += 1
 
     def episode(self, event: dict) -> None:
         kind = event.get("event")

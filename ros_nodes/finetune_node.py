@@ -1,0 +1,452 @@
+"""The live fine-tuning node: the on-board learner that keeps training the deployed policy on the
+robot's own experience, and pushes improved weights to the running policy node.
+
+    python -m ros_nodes.finetune_node --ros-args -p run_dir:=RUN -p policy_path:=policy.onnx \\
+        -p log_dir:=LOG -p out_dir:=OUT [-p autostart:=true]
+
+    robot topics (ros_nodes.topics) --> reorder by send stamp --> transitions --> transition log (disk)
+                                                                                      |
+    /policy/update <-- export + probe <-- TD3/DDPG updates <-- replay <-- ReplayFeeder (learner thread)
+
+What it does, and why:
+
+* Transitions are rebuilt from the robot's own topics (/robot/applied_command, /robot/reward, the
+  observation components, /robot/episode), exactly as a recording is (ros_nodes.bag_tools): the
+  applied command is what the robot did, whatever the policy node asked for. DDS delivers each
+  topic in order but not the topics relative to each other, so messages are held for
+  ``reorder_window_s`` and released in the order of their publishers' send stamps (the robot
+  publishes from one thread, so that is its publication order; the clocks of the robot and this
+  node must agree to well within the window, as they do on one machine).
+* Every transition is appended to the crash-safe transition log (rlcontrol.replay.transition_log,
+  fsync policy ``fsync``, ``interval`` by default: a kill -9 loses nothing appended, a power cut
+  at most the last ~0.1 s). A failed append (disk full) is one error line, counted in the status,
+  and every earlier record stays intact; the node keeps running and retries with the next one.
+* Safety interventions: an e-stop (/estop true) ends the episode like the safety driver did in
+  Learning to Drive in a Day. The last step the policy commanded is labelled ``terminated``
+  (``intervention_label``; "truncated" to bootstrap through it instead, for stops that say
+  nothing about the task), and every step until the e-stop is reset is stored with
+  ``intervention`` set: the safety layer's command, which the learner never trains on.
+* The learner (sim2real.finetune.LiveLearner) runs in its own thread and never touches the
+  robot: the policy node's control loop is another process, so training cannot block it. Each
+  export is announced on /policy/update with a probe for the policy node's parity check; the
+  policy node validates, swaps between ticks and keeps the previous weights for /policy/undo.
+* /finetune/status (std_msgs/String JSON, once a second): transitions logged, interventions,
+  incomplete steps dropped, append failures, the learner's version, updates and errors, and the
+  policy version the policy node reports running.
+
+A lifecycle node: configure loads the run, the policy contract and opens the log (anything wrong:
+FAILURE with one line saying why), activate starts recording and the learner, deactivate stops the
+learner and flushes, cleanup closes the log.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import Bool, Empty, Float64, Float64MultiArray, String
+
+from ros_nodes import topics
+
+NODE_NAME = "finetune_node"
+FINETUNE_STATUS = "/finetune/status"
+EPISODES_FILE = "episodes.jsonl"
+
+# Every sample matters (a lost one costs a transition): reliable, deep, like the recorder.
+INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+UPDATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "run_dir": ("", "the sim training run to fine-tune (config.yaml and checkpoints/)"),
+    "policy_path": ("", "the deployed ONNX policy: its metadata gives the observation components and action bounds"),
+    "log_dir": ("", "transition log directory (created if missing; an existing log is recovered and extended)"),
+    "out_dir": ("", "where exported policies, learner.pt, finetune.jsonl and episodes.jsonl go"),
+    "fsync": ("interval", "transition log fsync policy: every | interval | none"),
+    "intervention_label": ("terminated", "how the policy's last step before an e-stop is stored: terminated | truncated"),
+    "updates_per_transition": (1.0, "learner updates per transition received"),
+    "learning_starts": (500, "transitions received before the first update"),
+    "export_every": (1000, "updates between exported policies"),
+    "max_updates": (0, "stop updating after this many updates (0: never)"),
+    "reorder_window_s": (0.03, "hold messages this long to put the topics back in send order"),
+    "threads": (1, "torch threads of the learner"),
+    "seed": (0, "learner seed"),
+    "autostart": (False, "configure and activate at startup instead of waiting for a lifecycle manager"),
+}
+
+
+class ReorderBuffer:
+    """Messages of several topics, released in send-stamp order once older than the window."""
+
+    def __init__(self) -> None:
+        self._heap: list = []
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def push(self, stamp_ns: int, kind: str, payload) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (stamp_ns, self._count, kind, payload))
+            self._count += 1
+
+    def pop_ready(self, before_ns: int | None = None) -> list[tuple[str, object]]:
+        """Everything stamped before ``before_ns`` (all of it with None), oldest first."""
+        out = []
+        with self._lock:
+            while self._heap and (before_ns is None or self._heap[0][0] <= before_ns):
+                _, _, kind, payload = heapq.heappop(self._heap)
+                out.append((kind, payload))
+        return out
+
+
+class TransitionRecorder:
+    """ROS-free: rebuilds transitions from the robot's message stream and appends them to the log.
+
+    ``feed(kind, payload)`` with kind one of applied_command, reward, obs (payload (name, values)),
+    episode (event dict), estop (bool), estop_reset."""
+
+    def __init__(self, log, obs_names: Sequence[str], action_low: np.ndarray, action_high: np.ndarray, *,
+                 intervention_label: str = "terminated", logger=None) -> None:
+        from ros_nodes.bag_tools import StepAssembler
+
+        self.log, self.low, self.high = log, np.asarray(action_low), np.asarray(action_high)
+        self.assembler = StepAssembler(obs_names)
+        self.terminal_interventions = intervention_label == "terminated"
+        self.logger = logger
+        # Episode ids unique across restarts of this node on the same log: microseconds at start
+        # plus the assembler's segment (a segment is at least one step, i.e. far over a microsecond).
+        self.episode_base = time.time_ns() // 1000
+        self.intervening = False  # the safety layer, not the policy, commands the steps now
+        self._estop_latched = False
+        self.logged = self.interventions = self.append_failures = 0
+        self.last_error = ""
+        self._segment, self._step = None, 0
+
+    def feed(self, kind: str, payload) -> None:
+        a = self.assembler
+        if kind == "applied_command":
+            a.applied_command(np.asarray(payload, np.float64))
+        elif kind == "reward":
+            a.reward(float(payload))
+        elif kind == "obs":
+            a.observation(payload[0], np.asarray(payload[1], np.float64))
+        elif kind == "episode":
+            a.episode(payload)
+            if payload.get("event") == "start" and not self._estop_latched:
+                self.intervening = False  # a new episode under the policy
+        elif kind == "estop":
+            if payload and not self.intervening:
+                a.interrupt(terminated=self.terminal_interventions)
+                self.intervening = True
+            self._estop_latched = self._estop_latched or bool(payload)  # latched, as the policy node does
+        elif kind == "estop_reset":
+            self._estop_latched = False
+            if self.intervening:  # the policy is back in control: its steps start a new segment
+                a.cut()
+                self.intervening = False
+        self._drain()
+
+    def _drain(self) -> None:
+        from ros_nodes.bag_tools import normalize_actions
+
+        done, self.assembler.transitions = self.assembler.transitions, []
+        for t in done:
+            if t.segment != self._segment:
+                self._segment, self._step = t.segment, 0
+            else:
+                self._step += 1
+            # Steps completed while an intervention lasts are the safety layer's, not the policy's,
+            # except the policy's own last step, which interrupt() labelled.
+            intervention = self.intervening and not t.interrupted
+            record = {"obs": t.obs, "action": normalize_actions(t.action[None], self.low, self.high)[0].astype(np.float32),
+                      "reward": t.reward, "next_obs": t.next_obs, "terminated": t.terminated, "truncated": t.truncated,
+                      "intervention": intervention, "episode": self.episode_base + t.segment, "step": self._step,
+                      "time": time.time()}
+            self.append(record)
+
+    def append(self, record: dict) -> None:
+        from rlcontrol.replay.log_format import TransitionLogError
+
+        try:
+            self.log.append(record)
+        except TransitionLogError as exc:
+            self.append_failures += 1
+            self.last_error = str(exc)
+            if self.logger is not None:
+                self.logger.error(f"transition log append failed ({self.append_failures} so far; earlier records "
+                                  f"intact): {exc}", throttle_duration_sec=5.0)
+            return
+        self.logged += 1
+        self.interventions += int(record["intervention"])
+
+    @property
+    def dropped(self) -> int:
+        return self.assembler.dropped
+
+
+class FinetuneNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.config_error = ""
+        self.learner = None
+        self.recorder = None
+        self.log = None
+        self.buffer = ReorderBuffer()
+        self.policy_status: dict = {}
+        self.learner_error = ""
+        self.exported = 0
+        self._active = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # recorder state: fed by the release timer, read by status
+        self._entities: list = []
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from rlcontrol.errors import UserError
+
+        self.config_error = ""
+        try:
+            self._configure()
+        except (UserError, ValueError, OSError) as exc:
+            self.config_error = str(exc).splitlines()[0]
+            self.get_logger().error(f"configure failed: {self.config_error}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def _configure(self) -> None:
+        from rlcontrol.errors import UserError
+        from rlcontrol.replay.log_format import TransitionSchema
+        from rlcontrol.replay.transition_log import TransitionLog
+        from ros_nodes.bag_tools import policy_contract
+        from sim2real.finetune import INTERVENTION_LABELS, FinetuneSettings, LiveLearner
+
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name in ("run_dir", "policy_path", "log_dir", "out_dir"):
+            if not p[name]:
+                raise UserError(f"parameter {name} is required")
+        if p["intervention_label"] not in INTERVENTION_LABELS:
+            raise UserError(f"intervention_label {p['intervention_label']!r}: choose {' or '.join(INTERVENTION_LABELS)}")
+        components, low, high = policy_contract(p["policy_path"])
+        settings = FinetuneSettings(updates_per_transition=float(p["updates_per_transition"]),
+                                    learning_starts=int(p["learning_starts"]), export_every=int(p["export_every"]),
+                                    max_updates=int(p["max_updates"]), threads=int(p["threads"]), seed=int(p["seed"]))
+        self.learner = LiveLearner(p["run_dir"], p["log_dir"], p["out_dir"], settings)
+        spec = self.learner.spec
+        obs_dim = sum(size for _, size in components)
+        if (obs_dim,) != tuple(spec.observation.shape) or len(low) != spec.action_dim:
+            raise UserError(f"{p['policy_path']} (observation {obs_dim}, action {len(low)}) does not fit the run "
+                            f"{p['run_dir']} (observation {tuple(spec.observation.shape)}, action {spec.action_dim})")
+        schema = TransitionSchema.for_transitions((obs_dim,), spec.action_dim, intervention=True)
+        self.log = TransitionLog.open(p["log_dir"], schema, fsync=p["fsync"])
+        obs_names = [name for name, _ in components]
+        self.recorder = TransitionRecorder(self.log, obs_names, low, high, intervention_label=p["intervention_label"],
+                                           logger=self.get_logger())
+        self.out_dir = Path(p["out_dir"])
+        self._window_ns = int(float(p["reorder_window_s"]) * 1e9)
+        self._subscribe(obs_names)
+        self._update_pub = self.create_publisher(String, topics.POLICY_UPDATE, UPDATE_QOS)
+        self._status_pub = self.create_publisher(String, FINETUNE_STATUS, STATUS_QOS)
+        self._entities += [("pub", self._update_pub), ("pub", self._status_pub)]
+        self._release_timer = self.create_timer(0.005, self._release_ready)
+        self._status_timer = self.create_timer(1.0, self._publish_status)
+        self.get_logger().info(f"fine-tuning {p['run_dir']} (version {self.learner.version}, {self.learner.updates} "
+                               f"updates so far) on {', '.join(obs_names)} -> log {p['log_dir']} ({p['fsync']} fsync, "
+                               f"{self.log.next_seq} records already), exports to {p['out_dir']}")
+
+    def _subscribe(self, obs_names: list[str]) -> None:
+        def stamped(kind, convert):
+            def callback(msg, info) -> None:
+                if not self._active:
+                    return
+                stamp = int(info.get("source_timestamp") or 0) or time.time_ns()
+                self.buffer.push(stamp, kind, convert(msg))
+            return callback
+
+        subs = [(Float64MultiArray, topics.APPLIED_COMMAND, stamped("applied_command", lambda m: list(m.data))),
+                (Float64, topics.REWARD, stamped("reward", lambda m: m.data)),
+                (String, topics.EPISODE, stamped("episode", lambda m: _event(m.data))),
+                (Bool, topics.ESTOP, stamped("estop", lambda m: bool(m.data))),
+                (Empty, topics.ESTOP_RESET, stamped("estop_reset", lambda m: None))]
+        for name in obs_names:
+            subs.append((Float64MultiArray, topics.obs_topic(name),
+                         stamped("obs", lambda m, n=name: (n, list(m.data)))))
+        for msg_type, topic, callback in subs:
+            qos = EPISODE_QOS if topic == topics.EPISODE else INPUT_QOS
+            self._entities.append(("sub", self.create_subscription(msg_type, topic, callback, qos)))
+        self._entities.append(("sub", self.create_subscription(String, topics.POLICY_STATUS, self._on_policy_status,
+                                                               STATUS_QOS)))
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._learn, name="learner", daemon=True)
+        self._thread.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_learner()
+        self._release_ready(everything=True)
+        if self.log is not None:
+            self.log.flush()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_learner()
+        self._release_ready(everything=True)
+        self._release()
+        return super().on_shutdown(state)
+
+    def _stop_learner(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
+            self._thread = None
+
+    def _release(self) -> None:
+        for kind, entity in self._entities:
+            (self.destroy_subscription if kind == "sub" else self.destroy_publisher)(entity)
+        self._entities = []
+        for timer in ("_release_timer", "_status_timer"):
+            if getattr(self, timer, None) is not None:
+                self.destroy_timer(getattr(self, timer))
+                setattr(self, timer, None)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    # ------------------------------------------------------------------ data path
+
+    def _release_ready(self, everything: bool = False) -> None:
+        if self.recorder is None:
+            return
+        ready = self.buffer.pop_ready(None if everything else time.time_ns() - self._window_ns)
+        if not ready:
+            return
+        with self._lock:
+            for kind, payload in ready:
+                if kind == "episode" and payload.get("event") == "end":
+                    self._log_episode(payload)
+                self.recorder.feed(kind, payload)
+
+    def _log_episode(self, event: dict) -> None:
+        version = self.policy_status.get("version")
+        row = {"episode": event.get("episode"), "return": event.get("return"), "steps": event.get("steps"),
+               "policy_version": version, "learner_version": self.learner.version, "updates": self.learner.updates,
+               "time": time.time()}
+        with open(self.out_dir / EPISODES_FILE, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.get_logger().info(f"episode {row['episode']}: return {row['return']:.1f} over {row['steps']} steps "
+                               f"(policy v{version}, {row['updates']} updates)")
+
+    def _on_policy_status(self, msg: String) -> None:
+        status = _event(msg.data)
+        if status:
+            self.policy_status = status
+
+    # ------------------------------------------------------------------ learner thread
+
+    def _learn(self) -> None:
+        learner = self.learner
+        while not self._stop.is_set():
+            before = learner.session_updates
+            try:
+                update = learner.run_once()
+            except Exception as exc:  # noqa: BLE001 - a learner failure must not take the recorder down
+                self.learner_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self.get_logger().error(f"learner stopped: {self.learner_error}; still recording transitions")
+                return
+            if update is not None:
+                self._update_pub.publish(String(data=json.dumps(update)))
+                self.exported += 1
+                self.get_logger().info(f"exported policy v{update['version']} after {learner.updates} updates "
+                                       f"({learner.transitions} transitions): {update['path']}")
+            elif learner.session_updates == before:
+                self._stop.wait(0.02)
+
+    def status(self) -> dict:
+        with self._lock:
+            r = self.recorder
+            recorded = {"logged": r.logged, "interventions": r.interventions, "dropped_steps": r.dropped,
+                        "append_failures": r.append_failures, "last_append_error": r.last_error} if r else {}
+        learner = self.learner.summary() if self.learner else {}
+        learner.pop("settings", None)
+        return {**recorded, "learner": learner, "exported": self.exported, "learner_error": self.learner_error,
+                "policy": self.policy_status}
+
+    def _publish_status(self) -> None:
+        self._status_pub.publish(String(data=json.dumps(self.status())))
+
+
+def _event(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    rclpy.init(args=["finetune_node", *args], signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = FinetuneNode()
+    if node.get_parameter("autostart").value and node.config_error:
+        print(f"finetune_node: error: {node.config_error}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._active = False
+        node._stop_learner()
+        node._release_ready(everything=True)
+        if node.log is not None:
+            node.log.close()
+            node.log = None
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The on-board learner of live fine-tuning: keep training a sim-trained agent on the robot's own
+transitions, and export each improved policy for the policy node to swap in.
+
+    learner = LiveLearner(run_dir, log_dir, out_dir, FinetuneSettings(...))
+    while running:
+        update = learner.run_once()   # read new log records, do the updates they allow, export when due
+        if update: publish(update)    # the /policy/update message (ros_nodes.topics)
+
+Where things come from and go to:
+
+* The agent (actor, critics, targets, optimizers, normalizer) starts from the sim run's latest
+  checkpoint (``RUN_DIR/checkpoints``), not from ``policy.pt``: fine-tuning needs the critics. The
+  observation normalizer is frozen (its statistics are baked into every exported graph, and the
+  robot's first minutes of data would drag it around).
+* Transitions come from the crash-safe transition log (:mod:`rlcontrol.replay.transition_log`)
+  that ``ros_nodes.finetune_node`` appends to; :class:`~rlcontrol.replay.log_feed.ReplayFeeder`
+  moves them into the run's replay type (prioritized when the run's config says so) as n-step
+  transitions, skipping the records labelled ``intervention`` (commands the safety layer gave,
+  not the policy). Only the robot's data is trained on: no simulated transitions are mixed in.
+* The replay ratio is ``updates_per_transition`` updates per transition received after
+  ``learning_starts`` transitions, done in chunks between polls of the log.
+* Every ``export_every`` updates the actor is exported to ``OUT/policy-vNNNN.onnx`` (written
+  atomically, the same graph and metadata ``rlcontrol export`` writes) together with a probe:
+  observations from the robot's replay and the physical actions the PyTorch actor gives for
+  them, which the policy node checks the new graph against before it swaps it in. The learner's
+  whole state goes to ``OUT/learner.pt`` (atomically, loaded with ``weights_only=True``) at the
+  same time, so a learner killed mid-training resumes from its last exported version and
+  rebuilds its replay from the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlcontrol.errors import UserError
+
+LEARNER_STATE = "learner.pt"
+METRICS_FILE = "finetune.jsonl"
+INTERVENTION_LABELS = ("terminated", "truncated")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    updates_per_transition: float = 1.0  # replay ratio on the robot's data
+    learning_starts: int = 500  # transitions received before the first update
+    export_every: int = 1000  # updates between exported policies
+    probe_size: int = 32  # observations sent with each export for the policy node's parity check
+    chunk: int = 25  # updates between polls of the log (keeps the learner responsive)
+    max_updates: int = 0  # stop updating after this many (0: never)
+    seed: int = 0
+    threads: int = 1  # torch threads: the robot's control loop needs the other cores
+
+    def __post_init__(self) -> None:
+        checks = {"updates_per_transition": self.updates_per_transition > 0, "learning_starts": self.learning_starts >= 0,
+                  "export_every": self.export_every >= 1, "probe_size": self.probe_size >= 1, "chunk": self.chunk >= 1,
+                  "max_updates": self.max_updates >= 0, "threads": self.threads >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise UserError(f"finetune: {name} out of range: {getattr(self, name)!r}")
+
+
+def _load_agent(run_dir: Path):
+    """(config, env spec, agent) with the run's full agent state (critics and optimizers too)."""
+    from rlcontrol.agents import make_agent
+    from rlcontrol.config import load_config
+    from rlcontrol.training import builders
+    from rlcontrol.training.checkpoint import CheckpointManager
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    if config.algo not in ("td3", "ddpg"):
+        raise UserError(f"finetune: {run_dir} is a {config.algo} run; live fine-tuning trains TD3 or DDPG runs")
+    ckpts = CheckpointManager(run_dir / "checkpoints")
+    latest = ckpts.latest()
+    if latest is None:
+        raise UserError(f"{run_dir} has no complete checkpoint: fine-tuning needs the critics, which policy.pt lacks")
+    env = builders.make_env(config.env, config.seed, evaluation=True)
+    spec = env.spec
+    env.close()
+    if isinstance(spec.observation, Mapping):
+        raise UserError(f"finetune: {config.env.id} has dict observations; live fine-tuning takes flat-vector policies "
+                        "(the transitions are rebuilt from the robot's observation topics as one vector)")
+    agent = make_agent(config, spec)
+    agent_state, _, _ = ckpts.load(latest)
+    agent.load_state_dict(agent_state)
+    return config, spec, agent
+
+
+class LiveLearner:
+    """Trains ``run_dir``'s agent on the transition log at ``log_dir``; exports into ``out_dir``."""
+
+    def __init__(self, run_dir: str | Path, log_dir: str | Path, out_dir: str | Path,
+                 settings: FinetuneSettings | None = None) -> None:
+        from rlcontrol.training import builders
+        from rlcontrol.training.checkpoint import load_torch
+
+        self.settings = settings or FinetuneSettings()
+        torch.set_num_threads(self.settings.threads)
+        self.run_dir, self.log_dir, self.out_dir = Path(run_dir), Path(log_dir), Path(out_dir)
+        self.config, self.spec, self.agent = _load_agent(self.run_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.version, self.updates = 0, 0
+        state_path = self.out_dir / LEARNER_STATE
+        if state_path.exists():  # a restarted learner continues from its last export
+            saved = load_torch(state_path)
+            try:
+                self.agent.load_state_dict(saved["agent"])
+                self.version, self.updates = int(saved["version"]), int(saved["updates"])
+            except (KeyError, RuntimeError, TypeError) as exc:
+                raise UserError(f"{state_path} does not fit {self.run_dir}: {str(exc).splitlines()[0]}") from None
+        self.replay = builders.make_replay(self.config, self.spec)
+        self.rng = np.random.default_rng(self.settings.seed + self.version)
+        self.feeder = None  # made once the log exists (the node creates it on its first transition)
+        self.last_metrics: dict = {}
+        self.session_updates = 0
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ the loop body
+
+    def _open_feeder(self) -> bool:
+        from rlcontrol.replay.log_feed import ReplayFeeder
+        from rlcontrol.replay.log_format import list_segments
+
+        if self.feeder is None and self.log_dir.is_dir() and list_segments(self.log_dir):
+            self.feeder = ReplayFeeder(self.log_dir, self.replay, n_step=self.config.replay.n_step,
+                                       gamma=self.config.agent.gamma, skip_interventions=True)
+        return self.feeder is not None
+
+    @property
+    def transitions(self) -> int:
+        """Policy transitions taken from the log so far (interventions excluded)."""
+        return 0 if self.feeder is None else self.feeder.records - self.feeder.skipped
+
+    def allowed_updates(self) -> int:
+        """Updates the replay ratio allows now, in this session (a resumed learner starts counting again)."""
+        s = self.settings
+        received = self.transitions
+        if received < max(s.learning_starts, 1) or len(self.replay) < self.config.agent.batch_size:
+            return 0
+        allowed = int(s.updates_per_transition * (received - s.learning_starts)) - self.session_updates
+        if s.max_updates:
+            allowed = min(allowed, s.max_updates - self.updates)
+        return max(0, allowed)
+
+    def run_once(self) -> dict | None:
+        """Poll the log, do up to ``chunk`` updates, and export when due. Returns the
+        /policy/update message of a new export, else None. Never blocks: with nothing to do it
+        returns at once (the caller sleeps)."""
+        if not self._open_feeder():
+            return None
+        self.feeder.poll()
+        todo = min(self.settings.chunk, self.allowed_updates())
+        prioritized = self.config.replay.prioritized
+        for _ in range(todo):
+            batch = self.replay.sample(self.config.agent.batch_size)
+            metrics = self.agent.update(batch)
+            if prioritized:
+                self.replay.update_priorities(batch.indices, metrics["priority"])
+            self.last_metrics = metrics
+            self.updates += 1
+            self.session_updates += 1
+            if self.updates % self.settings.export_every == 0:
+                return self.export()
+        return None
+
+    # ------------------------------------------------------------------ export
+
+    def export(self) -> dict:
+        """Write the actor as policy-vNNNN.onnx and the learner state; returns the update message."""
+        from rlcontrol.deploy.export import (
+            FLAT_INPUT,
+            build_metadata,
+            deployed_module,
+            graph_shapes,
+            to_onnx_bytes,
+        )
+        from rlcontrol.training.atomic import atomic_write
+        from rlcontrol.training.checkpoint import save_torch
+
+        version = self.version + 1
+        weights = self.agent.policy_state_dict()
+        digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in _tensors(weights))).hexdigest()
+        meta = build_metadata(self.config, self.spec, digest,
+                              extra={"source_run": str(self.run_dir.resolve()), "finetune_version": version,
+                                     "finetune_updates": self.updates,
+                                     "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        data = to_onnx_bytes(deployed_module(self.agent, self.spec, meta), graph_shapes(meta), meta)
+        path = self.out_dir / f"policy-v{version:04d}.onnx"
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        probe = self.probe_observations()
+        actions = _physical_actions(self.agent, self.spec, probe)
+        self.version = version
+        state = {"agent": self.agent.state_dict(), "version": version, "updates": self.updates}
+        atomic_write(self.out_dir / LEARNER_STATE, lambda tmp: save_torch(state, tmp))
+        scalars = {k: float(v.mean()) for k, v in self.last_metrics.items() if k != "priority"}
+        self._log({"version": version, "updates": self.updates, "transitions": self.transitions,
+                   "replay": len(self.replay), "wall_s": round(time.monotonic() - self.started, 3), **scalars})
+        return {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "version": version,
+                "probe": {"inputs": {FLAT_INPUT: probe.tolist()}, "actions": actions.tolist()}, "atol": 1e-4}
+
+    def probe_observations(self) -> np.ndarray:
+        """Observations the robot really produced (from the replay), so the parity check covers
+        the states the new policy will see; random ones before there is data."""
+        from rlcontrol.deploy.export import random_observations
+
+        n = self.settings.probe_size
+        if len(self.replay):
+            obs = self.replay.sample(min(n, len(self.replay))).obs
+            return np.asarray(obs.detach().cpu().numpy() if hasattr(obs, "detach") else obs, dtype=np.float32)
+        return random_observations(self.spec.observation, n, self.rng, scale=1.0)
+
+    def _log(self, row: dict) -> None:
+        with open(self.out_dir / METRICS_FILE, "a") as handle:  # append-only
+            handle.write(json.dumps(row) + "\n")
+
+    def summary(self) -> dict:
+        return {"version": self.version, "updates": self.updates, "transitions": self.transitions,
+                "replay": len(self.replay), "settings": asdict(self.settings)}
+
+
+def _tensors(state: Mapping):
+    for value in state.values():
+        if isinstance(value, Mapping):
+            yield from _tensors(value)
+        elif isinstance(value, torch.Tensor):
+            yield value
+
+
+def _physical_actions(agent, spec, obs: np.ndarray) -> np.ndarray:
+    from rlcontrol.deploy.export import torch_physical_actions
+
+    return torch_physical_actions(agent, spec, obs)

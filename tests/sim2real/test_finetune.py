@@ -1,0 +1,158 @@
+"""Live fine-tuning without ROS: the node's transition recorder (message stream -> transition log,
+intervention labels) and the learner (log -> replay -> updates -> exported policy + probe)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import envs
+from envs.core import scale_action
+from rlcontrol.replay.transition_log import TransitionLog, TransitionSchema, read_log
+from ros_nodes.finetune_node import ReorderBuffer, TransitionRecorder
+from sim2real.finetune import FinetuneSettings, LiveLearner
+
+ros = pytest.importorskip("rclpy")  # finetune_node imports rclpy at module level
+
+
+def robot_messages(env, policy, episodes: int, seed: int = 0):
+    """What ros_nodes.sim_robot publishes, in its publication order (see ros_nodes.topics)."""
+    spec = env.spec
+    names = [(name, int(np.prod(shape))) for name, shape in spec.obs_layout]
+
+    def components(obs):
+        out, i = [], 0
+        for name, size in names:
+            out.append(("obs", (name, obs[i:i + size].tolist())))
+            i += size
+        return out
+
+    for episode in range(episodes):
+        obs = env.reset(seed=seed + episode)
+        yield ("episode", {"event": "start", "episode": episode})
+        yield from components(obs)
+        ret = 0.0
+        while True:
+            action = policy(obs)
+            result = env.step(action)
+            ret += result.reward
+            yield ("applied_command", scale_action(action, spec.action_low, spec.action_high).tolist())
+            yield ("reward", float(result.reward))
+            yield from components(result.obs)
+            obs = result.obs
+            if result.terminated or result.truncated:
+                yield ("episode", {"event": "end", "episode": episode, "return": ret,
+                                   "terminated": bool(result.terminated), "truncated": bool(result.truncated)})
+                break
+
+
+@pytest.fixture
+def cartpole():
+    env = envs.make("dmc:cartpole-balance", seed=0, action_repeat=4, max_episode_steps=50)
+    yield env
+    env.close()
+
+
+def open_log(tmp_path, spec):
+    schema = TransitionSchema.for_transitions(tuple(spec.observation.shape), spec.action_dim, intervention=True)
+    return TransitionLog.open(tmp_path / "log", schema, fsync="none")
+
+
+def test_recorder_logs_exact_transitions_with_episode_ends(tmp_path, cartpole):
+    spec = cartpole.spec
+    rng = np.random.default_rng(0)
+    log = open_log(tmp_path, spec)
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
+    for kind, payload in robot_messages(cartpole, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32), 2):
+        recorder.feed(kind, payload)
+    log.close()
+    records = list(read_log(tmp_path / "log"))
+    assert len(records) == 100 and recorder.logged == 100 and recorder.dropped == 0
+    ends = [r for r in records if r.truncated]
+    assert len(ends) == 2 and records[49].truncated and records[99].truncated  # the 50-step time limit
+    assert records[1].episode == records[0].episode and records[1].step == records[0].step + 1
+    assert records[50].episode != records[49].episode
+    np.testing.assert_allclose(records[0].next_obs, records[1].obs)
+    assert not any(r.intervention for r in records)
+
+
+@pytest.mark.parametrize("offset, policy_steps", [(0, 20), (1, 21)])
+def test_estop_labels_the_last_policy_step_and_marks_the_rest_interventions(tmp_path, cartpole, offset, policy_steps):
+    spec = cartpole.spec
+    log = open_log(tmp_path, spec)
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high,
+                                  intervention_label="terminated")
+    messages = list(robot_messages(cartpole, lambda o: np.zeros(spec.action_dim, np.float32), 1))
+    commands = [i for i, (kind, _) in enumerate(messages) if kind == "applied_command"]
+    # offset 0: the e-stop arrives between the robot's 20th and 21st steps; 1: during the 21st
+    # (after its command, before its reward and observation), which the policy still commanded.
+    stop_at = commands[20] + offset
+    for i, (kind, payload) in enumerate(messages):
+        if i == stop_at:
+            recorder.feed("estop", True)
+        recorder.feed(kind, payload)
+    log.close()
+    records = list(read_log(tmp_path / "log"))
+    policy = [r for r in records if not r.intervention]
+    assert len(policy) == policy_steps and policy == records[:policy_steps]
+    assert policy[-1].terminated and not any(r.terminated for r in policy[:-1])
+    assert len(records) == 50 and all(r.intervention for r in records[policy_steps:])
+    assert records[policy_steps].episode != records[policy_steps - 1].episode  # the safety layer's: another segment
+
+
+def test_reorder_buffer_releases_in_stamp_order():
+    buffer = ReorderBuffer()
+    for stamp, kind in [(30, "c"), (10, "a"), (20, "b"), (50, "e")]:
+        buffer.push(stamp, kind, None)
+    assert [k for k, _ in buffer.pop_ready(35)] == ["a", "b", "c"]
+    assert [k for k, _ in buffer.pop_ready(None)] == ["e"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A TD3 cartpole-balance run with a checkpoint (a few hundred steps: only the plumbing matters)."""
+    from rlcontrol.config import load_config
+    from rlcontrol.training.loop import train
+
+    run = tmp_path_factory.mktemp("run")
+    config = load_config("configs/td3_cartpole_balance.yaml", overrides=[
+        "train.total_env_steps=1200", "train.learning_starts=400", "train.checkpoint_every=800",
+        "train.eval_every=0", "agent.batch_size=32"])
+    train(config, run, progress=False)
+    return run
+
+
+def test_learner_trains_on_the_log_and_exports_a_policy_the_probe_confirms(tmp_path, small_run, cartpole):
+    from rlcontrol.deploy import runtime
+
+    spec = cartpole.spec
+    log = open_log(tmp_path, spec)
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
+    rng = np.random.default_rng(1)
+    for kind, payload in robot_messages(cartpole, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32), 3):
+        recorder.feed(kind, payload)
+    log.flush()
+    settings = FinetuneSettings(learning_starts=100, export_every=40, chunk=10, probe_size=8)
+    learner = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
+    before = {k: v.clone() for k, v in learner.agent.actor.state_dict().items()}
+    updates = [learner.run_once() for _ in range(20)]
+    exported = [u for u in updates if u is not None]
+    update = exported[0] if exported else None
+    assert learner.transitions == 150 and learner.updates == 50  # ratio 1 after learning_starts 100
+    assert len(exported) == 1 and update["version"] == 1
+    changed = any(not np.allclose(before[k], v) for k, v in learner.agent.actor.state_dict().items())
+    assert changed
+    policy = runtime.load(update["path"], expected_sha256=update["sha256"])
+    probe = np.asarray(update["probe"]["inputs"]["observation"], np.float32)
+    expected = np.asarray(update["probe"]["actions"])
+    got = policy.act_batch(probe)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert json.loads((tmp_path / "out" / "finetune.jsonl").read_text().splitlines()[0])["version"] == 1
+
+    # A learner restarted after a kill resumes from its last export (version and updates) and the log.
+    again = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
+    assert (again.version, again.updates) == (1, 40)
+    again.run_once()
+    assert again.transitions == 150
