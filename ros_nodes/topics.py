@@ -17,6 +17,15 @@ mapped in without code changes.
     /estop             std_msgs/Bool               true = stop now; latched by the policy node
     /estop/reset       std_msgs/Empty              clears a latched e-stop
     /diagnostics       diagnostic_msgs/DiagnosticArray
+    /policy/update     std_msgs/String             JSON request to hot-swap the policy node's weights:
+                       {"path": absolute .onnx path, "sha256": hex, "version": int (> running),
+                       "probe": {"inputs": {name: [N, ...]}, "actions": [N, action_dim]} (optional,
+                       N <= 64), "atol": float (optional, default 1e-4)}; reliable, depth 10, volatile
+    /policy/undo       std_msgs/Empty              back to the previous weights (one level); reliable, depth 10
+    /policy/status     std_msgs/String             JSON {"version": int (0 = model_path), "sha256", "path",
+                       "previous_version": int | null, "accepted", "refused", "undone": int,
+                       "last_refusal": str}; reliable, transient local, depth 1; published at activate
+                       and after every update or undo (ros_nodes.policy_update checks the requests)
 
 Per step the simulated robot publishes, in this order: applied_command, reward, then every
 observation component of the new state, then (if the episode ended) an "end" event; after a
@@ -33,6 +42,9 @@ EPISODE = "/robot/episode"
 ESTOP = "/estop"
 ESTOP_RESET = "/estop/reset"
 DIAGNOSTICS = "/diagnostics"
+POLICY_UPDATE = "/policy/update"
+POLICY_UNDO = "/policy/undo"
+POLICY_STATUS = "/policy/status"
 
 
 def obs_topic(name: str) -> str:
