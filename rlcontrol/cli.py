@@ -10,6 +10,7 @@
     rlcontrol deploy --policy policy.onnx --robot sim [--env ENV] [--episodes N] [--duration S] [--rate HZ]
                      [--real-time-factor X] [--record BAG] [--json]
     rlcontrol bag-to-replay BAG --out replay.safetensors [--policy policy.onnx] [--json]
+    rlcontrol sysid BAG --config CFG.yaml --out params.yaml [--json]
 
 Bad input (a config, a flag, a file) prints one line `rlcontrol: error: ...` on stderr and
 exits with code 2; with --json the last line on stdout is one JSON object.
@@ -179,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         bag_tools = None
     if bag_tools is not None:
         bag_tools.add_parser(sub)
+
+    sy = sub.add_parser("sysid", help="fit simulator parameters and latency to a recorded bag's joint trajectories")
+    sy.add_argument("bag", help="rosbag2 folder (or .mcap file) with /robot/applied_command and /joint_states")
+    sy.add_argument("--config", required=True, help="configs/sysid_<task>.yaml: task, parameter bounds, latency candidates")
+    sy.add_argument("--out", required=True, help="params.yaml to write (atomically): fit, errors, randomization snippet")
+    sy.add_argument("--json", action="store_true")
     return parser
 
 
@@ -332,8 +339,23 @@ def cmd_pretrain_vae(args) -> dict:
     return pretrain_cli.run(args)
 
 
+def cmd_sysid(args) -> dict:
+    try:
+        import rosbags  # noqa: F401 - the bag reader
+    except ImportError as exc:
+        raise UserError(f"reading bags needs rosbags ({exc.name}); run scripts/setup.sh ros") from None
+    from sim2real.sysid import run_sysid, summary_line
+
+    summary = run_sysid(args.bag, args.config, args.out)
+    if not args.json:
+        print(f"{summary_line(summary)}; wrote {summary['out']}")
+    return summary
+
+
 COMMANDS = {"pretrain-vae": cmd_pretrain_vae, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
             "bench-policy": cmd_bench_policy, "deploy": cmd_deploy, "bag-to-replay": cmd_bag_to_replay}
+
+COMMANDS["sysid"] = cmd_sysid
 
 
 def main(argv: list[str] | None = None) -> int:
