@@ -86,6 +86,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "learning_starts": (500, "transitions received before the first update"),
     "export_every": (1000, "updates between exported policies"),
     "max_updates": (0, "stop updating after this many updates (0: never)"),
+    "lr_scale": (1.0, "learning rates times this while fine-tuning"),
+    "critic_warmup": (0, "first updates train the critic only"),
+    "sim_replay_ratio": (0.0, "share of each batch drawn from the sim run's own replay (0: robot data only)"),
     "reorder_window_s": (0.03, "hold messages this long to put the topics back in send order"),
     "threads": (1, "torch threads of the learner"),
     "seed": (0, "learner seed"),
@@ -254,7 +257,9 @@ class FinetuneNode(LifecycleNode):
         components, low, high = policy_contract(p["policy_path"])
         settings = FinetuneSettings(updates_per_transition=float(p["updates_per_transition"]),
                                     learning_starts=int(p["learning_starts"]), export_every=int(p["export_every"]),
-                                    max_updates=int(p["max_updates"]), threads=int(p["threads"]), seed=int(p["seed"]))
+                                    max_updates=int(p["max_updates"]), threads=int(p["threads"]), seed=int(p["seed"]),
+                                    lr_scale=float(p["lr_scale"]), critic_warmup=int(p["critic_warmup"]),
+                                    sim_replay_ratio=float(p["sim_replay_ratio"]))
         self.learner = LiveLearner(p["run_dir"], p["log_dir"], p["out_dir"], settings)
         spec = self.learner.spec
         obs_dim = sum(size for _, size in components)

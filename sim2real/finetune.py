@@ -18,7 +18,11 @@ Where things come from and go to:
   transitions, skipping the records labelled ``intervention`` (commands the safety layer gave,
   not the policy). Only the robot's data is trained on: no simulated transitions are mixed in.
 * The replay ratio is ``updates_per_transition`` updates per transition received after
-  ``learning_starts`` transitions, done in chunks between polls of the log.
+  ``learning_starts`` transitions, done in chunks between polls of the log. Three settings keep
+  a good sim policy from collapsing on its first minutes of narrow robot data: ``critic_warmup``
+  (the first updates train only the critic, so the actor is not steered by a critic that has
+  not yet seen the new dynamics), ``lr_scale`` and ``sim_replay_ratio`` (a share of every batch
+  from the sim run's own replay, rlcontrol.replay.mixed.MixedSampler).
 * Every ``export_every`` updates the actor is exported to ``OUT/policy-vNNNN.onnx`` (written
   atomically, the same graph and metadata ``rlcontrol export`` writes) together with a probe:
   observations from the robot's replay and the physical actions the PyTorch actor gives for
@@ -55,13 +59,18 @@ class FinetuneSettings:
     probe_size: int = 32  # observations sent with each export for the policy node's parity check
     chunk: int = 25  # updates between polls of the log (keeps the learner responsive)
     max_updates: int = 0  # stop updating after this many (0: never)
+    lr_scale: float = 1.0  # actor and critic learning rates times this (the run's own rates at 1)
+    critic_warmup: int = 0  # first updates train the critic only (the actor waits for a critic of the new dynamics)
+    sim_replay_ratio: float = 0.0  # share of each batch from the sim run's own replay (0: robot data only)
     seed: int = 0
     threads: int = 1  # torch threads: the robot's control loop needs the other cores
 
     def __post_init__(self) -> None:
         checks = {"updates_per_transition": self.updates_per_transition > 0, "learning_starts": self.learning_starts >= 0,
                   "export_every": self.export_every >= 1, "probe_size": self.probe_size >= 1, "chunk": self.chunk >= 1,
-                  "max_updates": self.max_updates >= 0, "threads": self.threads >= 1}
+                  "max_updates": self.max_updates >= 0, "threads": self.threads >= 1,
+                  "lr_scale": self.lr_scale > 0, "critic_warmup": self.critic_warmup >= 0,
+                  "sim_replay_ratio": 0.0 <= self.sim_replay_ratio < 1.0}
         for name, ok in checks.items():
             if not ok:
                 raise UserError(f"finetune: {name} out of range: {getattr(self, name)!r}")
@@ -90,9 +99,9 @@ def _load_agent(run_dir: Path):
         raise UserError(f"finetune: {config.env.id} has dict observations; live fine-tuning takes flat-vector policies "
                         "(the transitions are rebuilt from the robot's observation topics as one vector)")
     agent = make_agent(config, spec)
-    agent_state, _, _ = ckpts.load(latest)
+    agent_state, replay_path, _ = ckpts.load(latest)
     agent.load_state_dict(agent_state)
-    return config, spec, agent
+    return config, spec, agent, replay_path
 
 
 class LiveLearner:
@@ -106,7 +115,7 @@ class LiveLearner:
         self.settings = settings or FinetuneSettings()
         torch.set_num_threads(self.settings.threads)
         self.run_dir, self.log_dir, self.out_dir = Path(run_dir), Path(log_dir), Path(out_dir)
-        self.config, self.spec, self.agent = _load_agent(self.run_dir)
+        self.config, self.spec, self.agent, sim_replay_path = _load_agent(self.run_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.version, self.updates = 0, 0
         state_path = self.out_dir / LEARNER_STATE
@@ -117,7 +126,20 @@ class LiveLearner:
                 self.version, self.updates = int(saved["version"]), int(saved["updates"])
             except (KeyError, RuntimeError, TypeError) as exc:
                 raise UserError(f"{state_path} does not fit {self.run_dir}: {str(exc).splitlines()[0]}") from None
+        # Learning rates from the run's config (not from the optimizer state, which a resumed
+        # learner's file also holds), so lr_scale applies once.
+        self.agent.actor_opt.lr = self.config.agent.actor_lr * self.settings.lr_scale
+        self.agent.critic_opt.lr = self.config.agent.critic_lr * self.settings.lr_scale
         self.replay = builders.make_replay(self.config, self.spec)
+        self.sampler = self.replay
+        if self.settings.sim_replay_ratio > 0:
+            from rlcontrol.replay.mixed import MixedSampler, load_replay_file
+
+            try:
+                sim_replay = load_replay_file(sim_replay_path)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"sim_replay_ratio: cannot read the run's replay {sim_replay_path}: {exc}") from None
+            self.sampler = MixedSampler(self.replay, sim_replay, self.settings.sim_replay_ratio)
         self.rng = np.random.default_rng(self.settings.seed + self.version)
         self.feeder = None  # made once the log exists (the node creates it on its first transition)
         self.last_metrics: dict = {}
@@ -144,7 +166,9 @@ class LiveLearner:
         """Updates the replay ratio allows now, in this session (a resumed learner starts counting again)."""
         s = self.settings
         received = self.transitions
-        if received < max(s.learning_starts, 1) or len(self.replay) < self.config.agent.batch_size:
+        batch = self.config.agent.batch_size
+        ready = self.sampler.ready(batch) if self.sampler is not self.replay else len(self.replay) >= batch
+        if received < max(s.learning_starts, 1) or not ready:
             return 0
         allowed = int(s.updates_per_transition * (received - s.learning_starts)) - self.session_updates
         if s.max_updates:
@@ -161,10 +185,10 @@ class LiveLearner:
         todo = min(self.settings.chunk, self.allowed_updates())
         prioritized = self.config.replay.prioritized
         for _ in range(todo):
-            batch = self.replay.sample(self.config.agent.batch_size)
-            metrics = self.agent.update(batch)
+            batch = self.sampler.sample(self.config.agent.batch_size)
+            metrics = self.agent.update(batch, train_actor=self.updates >= self.settings.critic_warmup)
             if prioritized:
-                self.replay.update_priorities(batch.indices, metrics["priority"])
+                self.sampler.update_priorities(batch.indices, metrics["priority"])
             self.last_metrics = metrics
             self.updates += 1
             self.session_updates += 1

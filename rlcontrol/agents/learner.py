@@ -211,9 +211,11 @@ class DeterministicPolicyAgent:
             return d4pg_losses.actor_loss(self.actor, self.critic, self.normalizer(obs), self.atoms)
         return ddpg_losses.actor_loss(self.actor, self.critic, self.normalizer(obs))
 
-    def update(self, batch) -> dict[str, torch.Tensor]:
+    def update(self, batch, train_actor: bool = True) -> dict[str, torch.Tensor]:
         """One gradient update from a replay Batch. Returns detached metric tensors
-        (and "priority" (B,), the new replay priorities, for prioritized replay)."""
+        (and "priority" (B,), the new replay priorities, for prioritized replay).
+        ``train_actor=False``: the critic only (targets still follow), as live fine-tuning does
+        first, so the actor is not steered by a critic that has not yet seen the new dynamics."""
         c = self.cfg
         obs, next_obs = flatten_obs(batch.obs, 1), flatten_obs(batch.next_obs, 1)
         # Target-smoothing noise comes from the agent's own generator (checkpointed), outside
@@ -234,15 +236,16 @@ class DeterministicPolicyAgent:
             # TD3/DDPG: |TD error| (mean over the critics); D4PG: the per-sample cross-entropy.
             metrics["priority"] = td if self.distributional else td.abs().mean(dim=0)
         if self.num_updates % c.policy_delay == 0:
-            a_loss = self._actor_loss_fn(obs)
-            # Gradients w.r.t. the actor only: the critic's weights get none (and cost nothing).
-            grads = torch.autograd.grad(a_loss, self._actor_params)
-            if c.grad_clip_norm is not None:
-                clip_grad_norm(grads, c.grad_clip_norm)
-            self.actor_opt.step(grads)
+            if train_actor:
+                a_loss = self._actor_loss_fn(obs)
+                # Gradients w.r.t. the actor only: the critic's weights get none (and cost nothing).
+                grads = torch.autograd.grad(a_loss, self._actor_params)
+                if c.grad_clip_norm is not None:
+                    clip_grad_norm(grads, c.grad_clip_norm)
+                self.actor_opt.step(grads)
+                metrics["actor_loss"] = a_loss.detach()
             with torch.no_grad():
                 torch._foreach_lerp_(self._targets, self._online, c.tau)
-            metrics["actor_loss"] = a_loss.detach()
         return metrics
 
     # ------------------------------------------------------------------ state
