@@ -62,6 +62,18 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 _non_negative_int = _int_at_least(0)
 
 
@@ -73,6 +85,17 @@ def _camera_size(text: str) -> tuple[int, int]:
         return parse_camera_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _share(text: str) -> float:
+    """argparse type: a share of a batch in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -169,6 +192,33 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--record", help="write observations, commands, rewards and episodes to this rosbag2 (MCAP)")
     dp.add_argument("--seed", type=_non_negative_int, default=0)
     dp.add_argument("--json", action="store_true")
+
+    fp = sub.add_parser("finetune", help="fine-tune a run live over ROS 2: the on-board learner (and with --robot sim "
+                                         "the simulated stand-in robot and the policy node)")
+    fp.add_argument("run_dir", help="the sim training run (config.yaml, checkpoints/) to fine-tune")
+    fp.add_argument("--policy", help="the deployed policy.onnx (default: export the run's policy.pt into --out)")
+    fp.add_argument("--out", help="exported policies, transition log, learner state, logs (default RUN_DIR/finetune)")
+    fp.add_argument("--robot", default="sim", choices=("sim", "none"),
+                    help="sim: also start the simulated robot and the policy node; none: the learner only")
+    fp.add_argument("--stand-in", type=_json_object, default=None,
+                    help='the simulated robot\'s hidden physics, latency and noise as a domain randomization JSON, '
+                         'e.g. \'{"latency_steps": [2, 2], "physics": {"actuator_gain": [0.7, 0.7]}}\'')
+    fp.add_argument("--episodes", type=_positive_int, default=None, help="stop after N episodes")
+    fp.add_argument("--duration", type=_positive_float, default=None, help="stop after S seconds (default 300)")
+    fp.add_argument("--real-time-factor", type=_positive_float, default=1.0, help="simulated robot speed (sim only)")
+    fp.add_argument("--updates-per-transition", type=_positive_float, default=1.0)
+    fp.add_argument("--learning-starts", type=_non_negative_int, default=500, help="transitions before the first update")
+    fp.add_argument("--export-every", type=_positive_int, default=1000, help="updates between pushed policies")
+    fp.add_argument("--lr-scale", type=_positive_float, default=1.0, help="learning rates times this while fine-tuning")
+    fp.add_argument("--critic-warmup", type=_non_negative_int, default=0, help="first updates train the critic only")
+    fp.add_argument("--sim-replay-ratio", type=_share, default=0.0,
+                    help="share of each batch from the sim run's own replay (default 0: robot data only)")
+    fp.add_argument("--exploration-std", type=_non_negative_float, default=0.0,
+                    help="Gaussian exploration noise the policy node adds to normalized actions (sim only; 0: off)")
+    fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
+                    help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
+    fp.add_argument("--seed", type=_non_negative_int, default=0)
+    fp.add_argument("--json", action="store_true")
 
     from rlcontrol.vision import pretrain_cli
 
@@ -327,6 +377,29 @@ def cmd_deploy(args) -> dict:
     return summary
 
 
+def cmd_finetune(args) -> dict:
+    try:
+        from ros_nodes.finetune_launch import finetune
+    except ImportError as exc:
+        raise UserError(f"ROS 2 is not installed ({exc.name}); run scripts/setup.sh ros") from None
+    duration = args.duration if args.duration or args.episodes else 300.0
+    summary = finetune(args.run_dir, policy=args.policy, out=args.out, robot=args.robot, stand_in=args.stand_in,
+                       duration=duration, episodes=args.episodes, real_time_factor=args.real_time_factor,
+                       seed=args.seed, updates_per_transition=args.updates_per_transition,
+                       learning_starts=args.learning_starts, export_every=args.export_every, lr_scale=args.lr_scale,
+                       critic_warmup=args.critic_warmup, sim_replay_ratio=args.sim_replay_ratio,
+                       exploration_std=args.exploration_std, fsync=args.fsync, quiet=args.json)
+    if not args.json:
+        p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
+        first, last = summary["first_mean"], summary["last_mean"]
+        trend = f", mean return first 3 {first:.1f} -> last 3 {last:.1f}" if first is not None else ""
+        print(f"fine-tuned {summary['run_dir']} for {summary['wall_s']:.0f} s: {len(summary['episodes'])} episodes"
+              f"{trend}; learner at v{learner.get('version')} after {learner.get('updates')} updates on "
+              f"{learner.get('transitions')} transitions; policy node runs v{p.get('version')} "
+              f"({p.get('accepted', 0)} accepted, {p.get('refused', 0)} refused)")
+    return summary
+
+
 def cmd_bag_to_replay(args) -> dict:
     from ros_nodes import bag_tools
 
@@ -353,7 +426,8 @@ def cmd_sysid(args) -> dict:
 
 
 COMMANDS = {"pretrain-vae": cmd_pretrain_vae, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "inspect": cmd_inspect,
-            "bench-policy": cmd_bench_policy, "deploy": cmd_deploy, "bag-to-replay": cmd_bag_to_replay}
+            "bench-policy": cmd_bench_policy, "deploy": cmd_deploy, "bag-to-replay": cmd_bag_to_replay,
+            "finetune": cmd_finetune}
 
 COMMANDS["sysid"] = cmd_sysid
 

@@ -1,0 +1,220 @@
+"""`rlcontrol finetune`: start the on-board learner, and with `--robot sim` the whole loop on one machine.
+
+    rlcontrol finetune RUN_DIR [--policy policy.onnx] [--out DIR] [--robot sim|none]
+                       [--stand-in JSON] [--duration S | --episodes N] [--real-time-factor X]
+                       [--updates-per-transition R] [--learning-starts N] [--export-every N]
+                       [--exploration-std S] [--json]
+
+``--robot sim`` starts three processes talking over real DDS: the simulated robot as the "real
+robot" stand-in (``--stand-in``: a DomainRandomization JSON of the physics, latency and noise the
+policy was not trained on, applied through the robot's ``randomization`` parameter), the policy
+node running the deployed ONNX policy, and the fine-tuning node (ros_nodes.finetune_node), which
+records the robot's transitions, trains the run's agent and pushes new weights to the policy node.
+``--robot none`` starts only the fine-tuning node, for a robot whose policy node runs in its own
+launch. Without ``--policy`` the run's policy.pt is exported first (OUT/policy-v0000.onnx).
+
+The result lists every episode's return with the policy version that drove it (from
+/policy/status), so the improvement is visible per version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from rlcontrol.errors import UserError
+from ros_nodes.launch import NODE, ROBOT, spawn, stop_process
+
+FINETUNE = "finetune_node"
+
+
+def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None, robot: str = "sim",
+             stand_in: dict | None = None, duration: float | None = None, episodes: int | None = None,
+             real_time_factor: float = 1.0, seed: int = 0, updates_per_transition: float = 1.0,
+             learning_starts: int = 500, export_every: int = 1000, lr_scale: float = 1.0, critic_warmup: int = 0,
+             sim_replay_ratio: float = 0.0, exploration_std: float = 0.0, fsync: str = "interval",
+             quiet: bool = False) -> dict:
+    from rlcontrol.deploy import runtime
+    from rlcontrol.deploy.export import export_run
+    from ros_nodes.launch import _action_repeat
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} is not a run folder (no config.yaml)")
+    if robot not in ("sim", "none"):
+        raise UserError(f"--robot {robot!r}: choose sim (the simulated stand-in) or none (a real robot's own launch)")
+    out_dir = Path(out or run / "finetune")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if policy is None:
+        policy = str(out_dir / "policy-v0000.onnx")
+        if not Path(policy).exists():
+            export_run(run, policy)
+    meta = runtime.load(policy, warmup=1).metadata
+    logs = out_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    params = {"run_dir": str(run.resolve()), "policy_path": str(Path(policy).resolve()),
+              "log_dir": str((out_dir / "transitions").resolve()), "out_dir": str(out_dir.resolve()),
+              "fsync": fsync, "updates_per_transition": float(updates_per_transition),
+              "learning_starts": int(learning_starts), "export_every": int(export_every), "seed": int(seed),
+              "lr_scale": float(lr_scale), "critic_warmup": int(critic_warmup),
+              "sim_replay_ratio": float(sim_replay_ratio),
+              "autostart": True}
+    ros_params = [arg for key, value in params.items() for arg in ("-p", f"{key}:={_param(value)}")]
+
+    import rclpy
+
+    rclpy.init(args=["--ros-args", "--disable-rosout-logs"])
+    children = {}
+    try:
+        monitor = _FinetuneMonitor()
+        children[FINETUNE] = spawn(["-m", "ros_nodes.finetune_node", "--ros-args", *ros_params], env,
+                                   logs / "finetune_node.log", new_session=True)
+        if robot == "sim":
+            repeat = _action_repeat(meta.env_id, meta.control_period)
+            rate_hz = max(100.0, 2.0 * real_time_factor / meta.control_period)
+            children[ROBOT] = spawn(["-m", "ros_nodes.sim_robot", "--env", meta.env_id, "--seed", str(seed),
+                                     "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
+                                     "--randomization", json.dumps(stand_in or {}), "--no-autostart"],
+                                    env, logs / "sim_robot.log", new_session=True)
+            children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
+                                    f"model_path:={Path(policy).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
+                                    "-p", f"obs_timeout_s:={float(max(0.25, 5 * meta.control_period / real_time_factor))!r}",
+                                    "-p", f"exploration_std:={float(exploration_std)!r}", "-p", f"exploration_seed:={seed}",
+                                    "-p", "trigger:=observation"],
+                                   env, logs / "policy_node.log", new_session=True)
+        result = monitor.run(children, robot == "sim", episodes=episodes, duration=duration, quiet=quiet)
+    finally:
+        # The robot first (no more transitions), then the learner (flushes its log), then the policy node.
+        codes = {name: stop_process(children[name]) for name in (ROBOT, FINETUNE, NODE) if name in children}
+        if rclpy.ok():
+            rclpy.shutdown()
+    return {**result, "run_dir": str(run), "policy": str(policy), "out": str(out_dir), "stand_in": stand_in or {},
+            "real_time_factor": real_time_factor, "exit_codes": codes, "logs": str(logs)}
+
+
+def _param(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def summarize_episodes(episodes: list[dict], window: int = 3) -> dict:
+    """Mean return of the first and last ``window`` episodes, and per policy version."""
+    returns = [e["return"] for e in episodes]
+    by_version: dict[str, list[float]] = {}
+    for e in episodes:
+        by_version.setdefault(str(e.get("policy_version")), []).append(e["return"])
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {"returns": returns, "first_mean": mean(returns[:window]), "last_mean": mean(returns[-window:]),
+            "by_version": {k: {"episodes": len(v), "mean_return": mean(v)} for k, v in by_version.items()}}
+
+
+class _FinetuneMonitor:
+    """The launcher's rclpy node: lifecycle of the robot and policy node, episode returns tagged
+    with the running policy version, and the learner's status."""
+
+    def __init__(self):
+        from lifecycle_msgs.srv import ChangeState
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from std_msgs.msg import String
+
+        from ros_nodes import topics
+        from ros_nodes.finetune_node import FINETUNE_STATUS, STATUS_QOS
+
+        self.node = Node("rlcontrol_finetune")
+        self.change = {name: self.node.create_client(ChangeState, f"/{name}/change_state") for name in (NODE, ROBOT)}
+        self.episodes: list[dict] = []
+        self.policy_status: dict = {}
+        self.learner_status: dict = {}
+        episode_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, topics.EPISODE, self._on_episode, episode_qos)
+        self.node.create_subscription(String, topics.POLICY_STATUS, self._on_policy, STATUS_QOS)
+        self.node.create_subscription(String, FINETUNE_STATUS, self._on_learner, STATUS_QOS)
+        self._started = time.monotonic()
+
+    def _on_episode(self, msg) -> None:
+        event = json.loads(msg.data)
+        if event.get("event") == "end":
+            self.episodes.append({"episode": event.get("episode"), "return": float(event.get("return", 0.0)),
+                                  "steps": event.get("steps"), "policy_version": self.policy_status.get("version"),
+                                  "t_s": round(time.monotonic() - self._started, 2)})
+            if not self.quiet:
+                print(f"finetune: episode {event.get('episode')}: return {event.get('return', 0.0):.1f} "
+                      f"(policy v{self.policy_status.get('version')})", flush=True)
+
+    def _on_policy(self, msg) -> None:
+        self.policy_status = json.loads(msg.data)
+
+    def _on_learner(self, msg) -> None:
+        self.learner_status = json.loads(msg.data)
+
+    def _check_children(self) -> None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                raise UserError(f"{name} exited early with code {proc.returncode} (see its log in {self.logs_hint})")
+
+    def _transition(self, name: str, transition_id: int, label: str, timeout: float = 60.0) -> None:
+        import rclpy
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.change[name]
+        deadline = time.monotonic() + timeout
+        while not client.wait_for_service(timeout_sec=0.2):
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise UserError(f"{name} did not come up within {timeout:.0f} s (see its log)")
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
+        if not future.done() or not future.result().success:
+            raise UserError(f"{name} refused to {label} (its log says why)")
+
+    def _wait_for_learner(self, timeout: float = 120.0) -> None:
+        import rclpy
+
+        deadline = time.monotonic() + timeout
+        while not self.learner_status:
+            rclpy.spin_once(self.node, timeout_sec=0.1)
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise UserError(f"{FINETUNE} did not report within {timeout:.0f} s (see its log)")
+
+    def run(self, children: dict, with_robot: bool, *, episodes: int | None, duration: float | None,
+            quiet: bool) -> dict:
+        import rclpy
+        from lifecycle_msgs.msg import Transition
+
+        self.children, self.quiet, self.logs_hint = children, quiet, "the logs folder"
+        self._wait_for_learner()  # recording before the first step, so no transition is missed
+        if with_robot:
+            self._transition(NODE, Transition.TRANSITION_CONFIGURE, "configure")
+            self._transition(ROBOT, Transition.TRANSITION_CONFIGURE, "configure")
+            self._transition(NODE, Transition.TRANSITION_ACTIVATE, "activate")
+            self._transition(ROBOT, Transition.TRANSITION_ACTIVATE, "activate")
+        start = time.monotonic()
+        while True:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            self._check_children()
+            if episodes and len(self.episodes) >= episodes:
+                break
+            if duration and time.monotonic() - start >= duration:
+                break
+        wall = time.monotonic() - start
+        if with_robot:
+            self._transition(ROBOT, Transition.TRANSITION_DEACTIVATE, "deactivate")
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # the last status messages
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        if with_robot:
+            self._transition(NODE, Transition.TRANSITION_DEACTIVATE, "deactivate")
+        return {"episodes": self.episodes, **summarize_episodes(self.episodes), "wall_s": round(wall, 2),
+                "policy_status": self.policy_status, "learner_status": self.learner_status}
