@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--realtime-priority", type=_non_negative_int, default=0,
                     help="SCHED_FIFO priority for the control thread (needs permission; 0: off)")
     dp.add_argument("--record", help="write observations, commands, rewards and episodes to this rosbag2 (MCAP)")
+    dp.add_argument("--record-topics", default="",
+                    help="extra topics to record, comma-separated (e.g. /joint_states for rlcontrol sysid, /estop)")
+    dp.add_argument("--stand-in", type=_json_object, default=None,
+                    help="hidden physics, latency and noise of the simulated robot (a domain randomization JSON): "
+                         "a stand-in for a real robot the policy was not trained on")
     dp.add_argument("--seed", type=_non_negative_int, default=0)
     dp.add_argument("--json", action="store_true")
 
@@ -364,7 +369,8 @@ def cmd_deploy(args) -> dict:
     episodes = args.episodes if args.episodes or args.duration else 2
     summary = deploy(args.policy, env_id=args.env, env_kwargs=args.env_kwargs, robot=args.robot, duration=args.duration, episodes=episodes,
                      rate_hz=args.rate, real_time_factor=args.real_time_factor, record=args.record, seed=args.seed,
-                     trigger=args.trigger, realtime_priority=args.realtime_priority)
+                     trigger=args.trigger, realtime_priority=args.realtime_priority, stand_in=args.stand_in,
+                     record_topics=tuple(t.strip() for t in args.record_topics.split(",") if t.strip()))
     if not args.json:
         d = summary["diagnostics"]
         returns = ", ".join(f"{r:.1f}" for r in summary["returns"])

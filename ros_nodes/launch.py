@@ -119,7 +119,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
 def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | None = None, robot: str = "sim", duration: float | None = None,
            episodes: int | None = 2, rate_hz: float | None = None, real_time_factor: float = 1.0,
            record: str | None = None, seed: int = 0, log_dir: str | None = None, quiet: bool = False,
-           realtime_priority: int = 0, trigger: str = "timer") -> dict:
+           realtime_priority: int = 0, trigger: str = "timer", stand_in: dict | None = None,
+           record_topics: tuple[str, ...] = ()) -> dict:
     from rlcontrol.deploy import runtime
 
     if robot != "sim":
@@ -152,7 +153,8 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
         children["sim_robot"] = spawn(["-m", "ros_nodes.sim_robot", "--env", env_id,
                                         "--env-kwargs", json.dumps(env_kwargs or {}), "--seed", str(seed),
                                         "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
-                                        *pixel_flags, "--no-autostart"],
+                                        *pixel_flags, *(["--randomization", json.dumps(stand_in)] if stand_in else []),
+                                        "--no-autostart"],
                                        env, logs / "sim_robot.log", new_session=True)
         children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                  f"model_path:={Path(policy_path).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
@@ -161,14 +163,16 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
                                 env, logs / "policy_node.log", new_session=True)
         if record:
             names = [c for o in meta.observations for c, _ in (o.components or ((o.name, o.shape),))]
-            children["recorder"] = spawn(["-m", "ros_nodes.recorder", "--out", record, "--obs-names", ",".join(names)],
-                                          env, logs / "recorder.log", new_session=True)
+            extra = ["--topics", ",".join(record_topics)] if record_topics else []
+            children["recorder"] = spawn(["-m", "ros_nodes.recorder", "--out", record, "--obs-names", ",".join(names),
+                                          *extra], env, logs / "recorder.log", new_session=True)
         result = monitor.run(children, episodes=episodes, duration=duration, quiet=quiet)
     finally:
         codes = {name: stop_process(proc) for name, proc in children.items()}
         if rclpy.ok():
             rclpy.shutdown()
-    summary = {**result.summary(), "env_id": env_id, "env_kwargs": env_kwargs or {}, "action_repeat": repeat, "rate_hz": rate_hz,
+    summary = {**result.summary(), "env_id": env_id, "env_kwargs": env_kwargs or {}, "stand_in": stand_in or {},
+               "action_repeat": repeat, "rate_hz": rate_hz,
                "real_time_factor": real_time_factor, "exit_codes": codes, "logs": str(logs)}
     if record:
         summary["bag"] = record
