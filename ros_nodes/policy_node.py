@@ -16,6 +16,20 @@ fixed rate and never sends the robot something unsafe.
 Each control tick (`_tick`): watchdog and e-stop first, then the policy on the freshest
 observation, then the safety layer (clamp, rate limit, non-finite guard), then publish.
 
+Hot-swapped weights (ros_nodes.policy_update). A learner asks for a new ONNX policy on
+/policy/update; a worker thread loads and checks it (sha256, file, compatible inputs and
+actions, finite weights, the learner's probe), one request at a time, a newer request replacing
+a queued older one. An accepted policy is swapped in by one reference assignment
+(`self.policy = new`), which the control thread reads once at the start of each tick: the new
+OnnxPolicy brings its own preallocated input and output buffers and reads the node's same
+observation buffers, so a tick never waits on a load and allocates nothing more. The worker
+starts a load just after a tick has published, so that onnxruntime's session creation (which
+holds the GIL for ~2 ms) falls into the idle part of the period. The policy it replaced is kept
+for /policy/undo (one level); policies dropped altogether are released by the worker once a
+later tick has started, never by the control thread. /policy/status (transient local) reports
+version, counts and the last refusal at activate and after every update or undo. The safety
+layer belongs to the node, not to a policy: it stands in front of every one.
+
 Timing. The ticks come from a dedicated control thread that sleeps to absolute deadlines
 (start + k * period), not from an rclpy timer: a timer fires only when the executor gets
 round to it, so any callback (a log line, diagnostics, a burst of sensor messages) delays
@@ -31,6 +45,7 @@ frozen while active and only collects when a tick leaves slack (safety.GcGuard).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -47,9 +62,9 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, Imu, JointState
-from std_msgs.msg import Bool, Empty, Float64MultiArray
+from std_msgs.msg import Bool, Empty, Float64MultiArray, String
 
-from ros_nodes import topics
+from ros_nodes import policy_update, topics
 from ros_nodes.observation_map import (
     ImageSource,
     MappingError,
@@ -67,6 +82,19 @@ MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState,
 # that stops. Matches reliable publishers too.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                        durability=DurabilityPolicy.VOLATILE)
+# /policy/update and /policy/undo: every request counts; /policy/status: the last one, for late joiners.
+REQUEST_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+STATUS_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 TWIST_SLOTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
@@ -86,6 +114,9 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("estop_topic", topics.ESTOP)
         self.declare_parameter("estop_reset_topic", topics.ESTOP_RESET)
         self.declare_parameter("diagnostics_period_s", 1.0)
+        self.declare_parameter("update_topic", topics.POLICY_UPDATE)
+        self.declare_parameter("undo_topic", topics.POLICY_UNDO)
+        self.declare_parameter("status_topic", topics.POLICY_STATUS)
         # SCHED_FIFO priority for the control thread (1-99; 0: normal scheduling). Needs
         # CAP_SYS_NICE or an rtprio limit, as ros2_control's realtime threads do; if the OS
         # refuses, the node logs it once and runs with normal scheduling.
@@ -109,6 +140,20 @@ class PolicyNode(LifecycleNode):
         self._start_estop_path()
         self.rejected = 0
         self.gc = GcGuard()
+        # Hot swap (see the module docstring). _swap_lock guards history, policy assignment, retired
+        # and status publishing; the control thread never takes it. _epoch changes with every
+        # configure/cleanup, so a request from an older configuration is never applied to a newer one.
+        self.history: policy_update.PolicyHistory | None = None
+        self._configured_meta = None
+        self._swap_lock = threading.Lock()
+        self._requests = threading.Condition()
+        self._pending: tuple[str, int] | None = None  # the newest update request not yet taken
+        self._epoch = 0
+        self._retired: list[tuple[float, object]] = []  # (when, policy) swapped out, released by the worker
+        self.superseded = 0
+        self._worker_stop = False
+        self._worker = threading.Thread(target=self._update_worker, name="policy_update", daemon=True)
+        self._worker.start()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,6 +173,9 @@ class PolicyNode(LifecycleNode):
 
         p = self._params()
         self.rejected = 0  # counts start afresh with each configuration, like the safety layer's
+        self.superseded = 0
+        with self._swap_lock:
+            self._epoch += 1
         if not p["model_path"]:
             raise ValueError("parameter model_path is empty")
         self.policy = runtime.load(p["model_path"], expected_sha256=p["expected_sha256"] or None)
@@ -165,6 +213,10 @@ class PolicyNode(LifecycleNode):
         self._ticks_total = 0
         self._missed_total = 0
         self._io.append(self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics))
+        self._make_update_io(p)
+        with self._swap_lock:  # last: nothing above can fail any more
+            self._configured_meta = meta
+            self.history = policy_update.PolicyHistory(self.policy)
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         problem = self._contract_problem()
@@ -177,6 +229,8 @@ class PolicyNode(LifecycleNode):
         self._running.set()
         self._loop = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._loop.start()
+        with self._swap_lock:
+            self._publish_status()
         return result
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -202,6 +256,14 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
+        with self._swap_lock:  # a request in flight now belongs to a configuration that is gone
+            self._epoch += 1
+            self.history = None
+            self._configured_meta = None
+            retired, self._retired = self._retired, []
+        with self._requests:
+            self._pending = None
+        del retired  # the control thread is stopped (cleanup/shutdown/failed configure): safe here
         for entity in self._io:
             for destroy in (self.destroy_subscription, self.destroy_publisher, self.destroy_timer):
                 try:
@@ -217,7 +279,8 @@ class PolicyNode(LifecycleNode):
     def _params(self) -> dict:
         names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
                  "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
-                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority", "trigger")
+                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority", "trigger", "update_topic",
+                 "undo_topic", "status_topic")
         return {n: self.get_parameter(n).value for n in names}
 
     def _build_observation(self, mapping: dict) -> None:
@@ -294,6 +357,14 @@ class PolicyNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QoSProfile(depth=10))
         self._io += [self.command_pub, self.diag_pub]
 
+    def _make_update_io(self, p: dict) -> None:
+        self.status_pub = self.create_publisher(String, p["status_topic"], STATUS_QOS)
+        self._io += [
+            self.status_pub,
+            self.create_subscription(String, p["update_topic"], self._on_update, REQUEST_QOS),
+            self.create_subscription(Empty, p["undo_topic"], self._on_undo, REQUEST_QOS),
+        ]
+
     def _contract_problem(self) -> str | None:
         if self.policy is None:
             return "no policy loaded"
@@ -352,6 +423,141 @@ class PolicyNode(LifecycleNode):
         else:
             self.get_logger().info(f"{width}x{height} images from {s.topic}: the policy's size, not resized")
 
+    # ------------------------------------------------------------------ hot swap
+
+    def _on_update(self, msg: String) -> None:
+        """Queue the request for the worker; a request still queued is superseded by this one."""
+        with self._requests:
+            superseded = self._pending is not None
+            if superseded:
+                self.superseded += 1
+            self._pending = (msg.data, self._epoch)
+            self._requests.notify()
+        if superseded:
+            self.get_logger().info("policy update superseded by a newer request before it was checked")
+
+    def _on_undo(self, msg: Empty) -> None:
+        with self._swap_lock:
+            if self.history is None:
+                return
+            try:
+                undone = self.history.undo()
+            except policy_update.UpdateRefused as exc:
+                self.history.refuse(str(exc))
+                self._publish_status()
+                reason = str(exc)
+            else:
+                self.policy = self.history.current.policy  # the swap back
+                self._retire(undone)
+                self._publish_status()
+                reason, version = None, self.history.version
+        if reason:
+            self.get_logger().warning(f"policy undo refused: {reason}")
+        else:
+            self.get_logger().info(f"policy undo: back to version {version}")
+
+    def _update_worker(self) -> None:
+        while True:
+            with self._requests:
+                if self._pending is None and not self._worker_stop:
+                    self._requests.wait(timeout=0.1 if self._retired else None)
+                if self._worker_stop:
+                    return
+                item, self._pending = self._pending, None
+            self._reap_retired()
+            if item is not None:
+                try:
+                    self._handle_update(*item)
+                except Exception as exc:  # noqa: BLE001 - the worker must outlive any surprise
+                    self.get_logger().error(f"policy update worker: {type(exc).__name__}: {exc}")
+
+    def _handle_update(self, text: str, epoch: int) -> None:
+        with self._swap_lock:
+            if epoch != self._epoch or self.history is None:
+                return
+            current, meta = self.history.version, self._configured_meta
+        try:
+            request = policy_update.parse_request(text, current)
+            self._wait_for_slack()
+            policy = policy_update.load_checked(request, meta)
+        except Exception as exc:  # noqa: BLE001 - UpdateRefused, or any surprise: refuse, keep running
+            reason = (
+                str(exc)
+                if isinstance(exc, policy_update.UpdateRefused)
+                else policy_update.one_line(f"update failed: {type(exc).__name__}: {exc}")
+            )
+            self._refuse_update(epoch, reason)
+            return
+        with self._swap_lock:
+            if epoch != self._epoch or self.history is None:
+                return
+            try:
+                dropped = self.history.accept(policy, request.version)
+            except policy_update.UpdateRefused as exc:
+                self.history.refuse(str(exc))
+                self._publish_status()
+                reason = str(exc)
+            else:
+                self.policy = policy  # the swap: the next tick runs the new weights
+                self._retire(dropped)
+                self._publish_status()
+                reason = None
+        if reason:
+            self.get_logger().warning(f"policy update refused: {reason}")
+        else:
+            self.get_logger().info(
+                f"policy update: version {request.version} running ({request.path}, "
+                f"sha256 {policy.sha256[:16]})"
+            )
+
+    def _refuse_update(self, epoch: int, reason: str) -> None:
+        with self._swap_lock:
+            if epoch != self._epoch or self.history is None:
+                return
+            self.history.refuse(reason)
+            self._publish_status()
+        self.get_logger().warning(f"policy update refused: {reason}")
+
+    def _publish_status(self) -> None:
+        """Under _swap_lock: the status of what runs now."""
+        self.status_pub.publish(String(data=json.dumps(self.history.status())))
+
+    def _retire(self, policy) -> None:
+        """Under _swap_lock. A tick may still hold the policy just swapped out: dropping the last
+        reference there would free an onnxruntime session inside the control thread."""
+        if policy is not None:
+            self._retired.append((time.monotonic(), policy))
+            with self._requests:
+                self._requests.notify()
+
+    def _reap_retired(self) -> None:
+        """Release retired policies once a tick has started after they were swapped out: such a
+        tick set _last_tick before it read self.policy, so it holds the new one, and ticks run one
+        after another, so any tick that held an old one has finished."""
+        with self._swap_lock:
+            if not self._retired:
+                return
+            last = self._last_tick if self._running.is_set() else math.inf
+            if last is None:
+                return
+            done = [r for r in self._retired if r[0] < last]
+            self._retired = [r for r in self._retired if r[0] >= last]
+        del done  # the sessions are freed here, on the worker thread
+
+    def _wait_for_slack(self) -> None:
+        """Sleep until just after the next tick should have published. onnxruntime holds the GIL
+        while it creates a session (~2 ms measured for a 2x256 MLP); started here, that falls
+        into the idle rest of the period instead of delaying a tick."""
+        last = self._last_tick
+        if not self._running.is_set() or last is None:
+            return
+        period = self.period
+        now = time.monotonic()
+        target = last + math.floor((now - last) / period) * period + min(1e-3, 0.25 * period)
+        if target < now:
+            target += period
+        time.sleep(max(0.0, target - now))
+
     def _start_estop_path(self) -> None:
         """The e-stop has its own node and executor thread, so no callback on the main executor
         (sensors, diagnostics, lifecycle services) can delay it. Its topics are read at startup,
@@ -375,6 +581,10 @@ class PolicyNode(LifecycleNode):
             pass
 
     def destroy_node(self):
+        with self._requests:
+            self._worker_stop = True
+            self._requests.notify()
+        self._worker.join(timeout=2.0)
         self._estop_stop.set()
         self._estop_thread.join(timeout=1.0)
         self._estop_executor.shutdown()
@@ -430,12 +640,15 @@ class PolicyNode(LifecycleNode):
                 self._missed_total += int(gap / self.period + 0.5) - 1
             self._ticks_total += 1
         self._last_tick = start
+        # Read once per tick, after _last_tick: an update or undo swaps this reference between
+        # ticks, and a tick that started after a swap holds the new policy (see _reap_retired).
+        policy = self.policy
         action, obs_finite, obs_time = None, True, 0.0
         if not self.safety.estop.active and not self.safety.stale(start):
             try:
                 with self._obs_lock:
                     obs_time = self._newest_obs
-                    action = self.policy.act(self._obs_arg)
+                    action = policy.act(self._obs_arg)
             except ValueError:  # NonFiniteObservation / NonFiniteAction: the safety layer decides
                 obs_finite = False
         with self._publish_lock:  # decide and publish with no e-stop in between (see _on_estop)
@@ -459,6 +672,20 @@ class PolicyNode(LifecycleNode):
         with self._publish_lock:
             self.command_pub.publish(msg)
 
+    def _update_diagnostics(self) -> dict:
+        h = self.history
+        if h is None:
+            return {}
+        return {
+            "policy_version": h.version,
+            "policy_previous_version": h.previous.version if h.previous else "none",
+            "policy_accepted": h.accepted,
+            "policy_refused": h.refused,
+            "policy_undone": h.undone,
+            "policy_superseded": self.superseded,
+            "policy_last_refusal": h.last_refusal,
+        }
+
     def _publish_diagnostics(self) -> None:
         if self.policy is None:
             return
@@ -476,7 +703,7 @@ class PolicyNode(LifecycleNode):
                   "missed_ticks": self._missed_total,
                   **{f"latency_{k}": v for k, v in lat.items()},
                   **{f"obs_to_command_{k}": v for k, v in self.obs_latency.summary().items()}, **c, "rejected_messages": self.rejected,
-                  **{f"gc_{k}": v for k, v in self.gc.stats().items()}}
+                  **{f"gc_{k}": v for k, v in self.gc.stats().items()}, **self._update_diagnostics()}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

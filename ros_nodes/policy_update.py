@@ -278,7 +278,8 @@ def load_checked(request: UpdateRequest, running_metadata, *, load=None):
     try:
         policy = load(request.path, expected_sha256=request.sha256)
     except runtime.PolicyFileError as exc:
-        raise UpdateRefused(f"cannot load {request.path}: {exc}") from None
+        reason = str(exc) if str(request.path) in str(exc) else f"{request.path}: {exc}"
+        raise UpdateRefused(f"cannot load: {reason}") from None
     problem = compatible_problem(running_metadata, policy.metadata)
     if problem:
         raise UpdateRefused(f"{request.path}: {problem}")
