@@ -3,8 +3,24 @@
 With it the whole deploy path (policy node, safety layer, recorder) runs on one machine
 against exactly the topics a real robot offers (see `ros_nodes.topics`): the policy cannot
 tell it from hardware, and a recording of its topics holds exact transitions because the
-node publishes, per step, applied_command, reward, every observation component, then an
-"end" event if the episode ended; after a reset, a "start" event and the first observation.
+node publishes, per step, applied_command, reward, the joint states, every observation
+component, then an "end" event if the episode ended; after a reset, a "start" event, the joint
+states and the first observation.
+
+Joint states (MuJoCo tasks: dmc:*, rlc:grasp, rlc:obstacle-course, gym MuJoCo envs): a
+sensor_msgs/JointState on `/joint_states` (parameter `joint_states_topic`) with the name,
+position (qpos) and velocity (qvel) of every hinge and slide joint, stamped, what a robot's
+encoders give and what system identification (`rlcontrol sysid`) fits to. Tasks without a
+MuJoCo model (rlc:lane-following) do not publish it.
+
+A stand-in for the real robot: parameter `randomization` (flag `--randomization`) takes a
+domain randomization spec as JSON, the schema of `env.randomization` in run configs (e.g.
+`{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": [1, 1], "obs_noise_std": 0.01}`),
+applied through `sim2real.randomization.RandomizedEnv` with the node's seed: physics, latency
+and noise the policy was not trained on. Like a real robot it does not tell: applied_command
+is the command its interface received (after its limits), not the delayed or noisy one the
+actuators executed, and the joint states are the true ones (sensor noise goes on the
+observation components).
 
 Pixel tasks (parameters `pixels`, `pixel_size`, `include_state`, which `rlcontrol deploy` sets
 from an image policy's metadata) publish their camera on `<obs_prefix>pixels` as a sensor_msgs/Image
@@ -36,7 +52,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension, String
 
 from envs.core import scale_action, unscale_action
@@ -82,6 +98,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pixels": (False, "observe the task's camera: {pixels: uint8 (3, S, S)} published as sensor_msgs/Image rgb8"),
     "pixel_size": (84, "S: the camera image's height and width in pixels (with pixels)"),
     "include_state": (False, "with pixels, also observe the task's flat state vector as component 'state'"),
+    "joint_states_topic": (topics.JOINT_STATES, "sensor_msgs/JointState of the 1-DOF joints (MuJoCo tasks)"),
+    "randomization": ("{}", "hidden world as a domain randomization JSON object (env.randomization schema), "
+                            "e.g. {\"physics\": {\"actuator_gain\": [0.6, 0.6]}, \"latency_steps\": [1, 1]}"),
 }
 PIXEL_KEYWORDS = ("pixels", "pixel_size", "include_state")
 
@@ -163,6 +182,8 @@ class SimRobotNode(LifecycleNode):
         self._timer = None
         self._subscription = None
         self._publishers: list = []
+        self._joint_pub = None
+        self._randomized = False
         self._reset_episode_state()
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -222,6 +243,14 @@ class SimRobotNode(LifecycleNode):
                                  **p["env_kwargs"], **_pixel_keywords(p))
         except TypeError as exc:  # a keyword the task does not take
             raise ConfigError(f"env_kwargs {p['env_kwargs']} rejected by {p['env_id']}: {exc}") from None
+        self._randomized = p["randomization"] is not None
+        if self._randomized:
+            from sim2real.randomization import RandomizedEnv
+
+            try:
+                self.env = RandomizedEnv(self.env, p["randomization"], seed=self._seed)
+            except ValueError as exc:  # a parameter or observation entry the task does not have
+                raise ConfigError(f"randomization: {exc}") from None
         self.spec = self.env.spec
         self._period = self.spec.control_period / float(p["real_time_factor"])
         self._low = np.asarray(self.spec.action_low, dtype=np.float64)
@@ -237,11 +266,38 @@ class SimRobotNode(LifecycleNode):
         self._applied_pub = self._publisher(Float64MultiArray, p["applied_command_topic"], EVAL_QOS)
         self._reward_pub = self._publisher(Float64, p["reward_topic"], EVAL_QOS)
         self._episode_pub = self._publisher(String, p["episode_topic"], EPISODE_QOS)
+        self._setup_joint_states(p["joint_states_topic"])
         self._subscription = self.create_subscription(Float64MultiArray, p["command_topic"],
                                                       self._on_command, COMMAND_QOS)
         self.get_logger().info(
             f"{self.spec.env_id}: actions {list(self.spec.action_names)} in [{self._low}, {self._high}], "
             f"obs {names}{self._describe_images(parts)}, step every {self._period * 1e3:.2f} ms")
+
+    def _setup_joint_states(self, topic: str) -> None:
+        """A JointState publisher for the hinge and slide joints of a MuJoCo task (none otherwise)."""
+        from sim2real.sysid import mujoco_model_data, one_dof_joints
+
+        self._joint_pub = None
+        found = mujoco_model_data(self.env)
+        joints = one_dof_joints(found[0]) if found is not None else []
+        if not joints:
+            return
+        self._joint_names = [name for name, _, _ in joints]
+        self._joint_qadr = np.asarray([q for _, q, _ in joints], dtype=np.intp)
+        self._joint_dadr = np.asarray([d for _, _, d in joints], dtype=np.intp)
+        self._joint_pub = self._publisher(JointState, topic, EVAL_QOS)
+
+    def _publish_joint_states(self) -> None:
+        if self._joint_pub is None:
+            return
+        from sim2real.sysid import mujoco_model_data
+
+        data = mujoco_model_data(self.env)[1]  # looked up each time: a task may replace its MjData
+        msg = JointState(name=self._joint_names)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.position = data.qpos[self._joint_qadr].tolist()
+        msg.velocity = data.qvel[self._joint_dadr].tolist()
+        self._joint_pub.publish(msg)
 
     def _describe_images(self, parts: dict) -> str:
         if not self._images:
@@ -260,6 +316,7 @@ class SimRobotNode(LifecycleNode):
         for pub in self._publishers:
             self.destroy_lifecycle_publisher(pub)
         self._publishers = []
+        self._joint_pub = None
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
@@ -313,13 +370,16 @@ class SimRobotNode(LifecycleNode):
             self.get_logger().error(f"episode {self._episode} failed at step {self._steps}: {err}")
             self._end_episode(terminated=True, truncated=False, error=str(err))
             return
-        applied = result.info.get("applied_action")
+        # A stand-in robot reports the command its interface received, not what its hidden delay and
+        # noise made of it; otherwise the task's own report of what the simulator received.
+        applied = None if self._randomized else result.info.get("applied_action")
         if applied is None:
             applied = scale_action(normalized, self._low, self._high)
         self._steps += 1
         self._return += float(result.reward)
         self._applied_pub.publish(array_message(applied))
         self._reward_pub.publish(Float64(data=float(result.reward)))
+        self._publish_joint_states()
         self._publish_obs(result.obs)
         if result.terminated or result.truncated:
             self._end_episode(bool(result.terminated), bool(result.truncated))
@@ -339,6 +399,7 @@ class SimRobotNode(LifecycleNode):
         seed = self._seed + episode  # reproducible yet different per episode
         self._obs = self.env.reset(seed=seed)
         self._publish_event("start", terminated=False, truncated=False, seed=seed)
+        self._publish_joint_states()
         self._publish_obs(self._obs)
 
     def _publish_obs(self, obs: dict) -> None:
@@ -359,6 +420,7 @@ class SimRobotNode(LifecycleNode):
 
 def _check_parameters(p: dict) -> None:
     p["env_kwargs"] = parse_env_kwargs(p["env_kwargs"])
+    p["randomization"] = parse_randomization(p["randomization"])
     if not float(p["real_time_factor"]) > 0 or not math.isfinite(float(p["real_time_factor"])):
         raise ConfigError(f"real_time_factor must be a positive number, got {p['real_time_factor']}")
     if int(p["action_repeat"]) < 1:
@@ -394,13 +456,31 @@ def parse_env_kwargs(text: str) -> dict:
     return value
 
 
+def parse_randomization(text: str):
+    """The randomization parameter: a DomainRandomization from a JSON object ("" or "{}": None, off)."""
+    from sim2real.randomization import DomainRandomization, RandomizationError
+
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"randomization must be a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"randomization must be a JSON object, got {text!r}")
+    try:
+        randomization = DomainRandomization.from_dict(value)
+    except RandomizationError as exc:
+        raise ConfigError(exc.message(prefix="randomization.")) from None
+    return randomization if randomization.enabled else None
+
+
 # ---------------------------------------------------------------------- command line
 
 # flag dest -> node parameter; only flags given on the command line override --ros-args / defaults.
 _FLAG_PARAMETERS = {"env": "env_id", "env_kwargs": "env_kwargs", "seed": "seed", "action_repeat": "action_repeat",
                     "real_time_factor": "real_time_factor", "episodes": "episodes",
                     "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps",
-                    "pixels": "pixels", "pixel_size": "pixel_size", "include_state": "include_state"}
+                    "pixels": "pixels", "pixel_size": "pixel_size", "include_state": "include_state",
+                    "randomization": "randomization"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -418,6 +498,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pixel-size", type=int, help="camera image height and width with --pixels (default 84)")
     parser.add_argument("--include-state", action="store_true", default=None,
                         help="with --pixels, also publish the flat state vector as component 'state'")
+    parser.add_argument("--randomization", metavar="JSON",
+                        help='hidden physics, latency and noise as a domain randomization JSON object, e.g. '
+                             '\'{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": [1, 1]}\'')
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured until a lifecycle manager drives the node")
     return parser

@@ -6,7 +6,9 @@ mapped in without code changes.
     /robot/obs/<name>  std_msgs/Float64MultiArray  one per observation component (names from the
                        policy metadata's `components`, e.g. position, velocity); layout.dim[0].label
                        carries the name; published by the robot at its sensor rate
-    /joint_states      sensor_msgs/JointState      actuated joints by name (position, velocity, effort)
+    /joint_states      sensor_msgs/JointState      1-DOF joints by name (position, velocity; effort
+                       optional), stamped; the simulated robot publishes every hinge and slide
+                       joint of MuJoCo tasks (qpos, qvel); what `rlcontrol sysid` fits to
     /robot/command     std_msgs/Float64MultiArray  physical command in the metadata's action order,
                        as ros2_control's forward command controllers take it
     /robot/applied_command std_msgs/Float64MultiArray  the command the robot actually applied on its
@@ -27,10 +29,11 @@ mapped in without code changes.
                        "last_refusal": str}; reliable, transient local, depth 1; published at activate
                        and after every update or undo (ros_nodes.policy_update checks the requests)
 
-Per step the simulated robot publishes, in this order: applied_command, reward, then every
-observation component of the new state, then (if the episode ended) an "end" event; after a
-reset it publishes a "start" event and the first observation. A recording of these topics
-therefore holds exact (obs, action, reward, next obs, ending) transitions.
+Per step the simulated robot publishes, in this order: applied_command, reward, joint_states
+(MuJoCo tasks), then every observation component of the new state, then (if the episode
+ended) an "end" event; after a reset it publishes a "start" event, the joint states and the
+first observation. A recording of these topics therefore holds exact (obs, action, reward,
+next obs, ending) transitions, and (state, command, next state) joint trajectories.
 """
 
 OBS_PREFIX = "/robot/obs/"
