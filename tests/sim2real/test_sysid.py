@@ -101,9 +101,15 @@ class RecorderLayoutBag:
 
 
 def record_hidden_cartpole(
-    path: Path, episodes: int = 2, steps: int = 1000, seed: int = 0, randomization: dict | None = None
+    path: Path,
+    episodes: int = 2,
+    steps: int = 1000,
+    seed: int = 0,
+    randomization: dict | None = None,
+    joint_noise: tuple[float, float] = (0.0, 0.0),
 ) -> None:
-    """The 'real robot': cartpole under hidden physics and latency, driven by random sinusoids."""
+    """The 'real robot': cartpole under hidden physics and latency, driven by random sinusoids;
+    `joint_noise`: std of Gaussian noise on the recorded joint positions and velocities (encoders)."""
     import envs
     from sim2real.randomization import RandomizedEnv
     from sim2real.sysid import mujoco_model_data, one_dof_joints
@@ -121,11 +127,21 @@ def record_hidden_cartpole(
     names = [n for n, _, _ in joints]
     qadr, dadr = [q for _, q, _ in joints], [d for _, _, d in joints]
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng(seed + 1)
+
+    def encoders():
+        q, v = data.qpos[qadr], data.qvel[dadr]
+        return (
+            names,
+            q + joint_noise[0] * noise_rng.standard_normal(q.shape),
+            v + joint_noise[1] * noise_rng.standard_normal(v.shape),
+        )
+
     bag = RecorderLayoutBag(path)
     for episode in range(episodes):
         obs = env.reset(seed=seed + episode)
         bag.event({"event": "start", "episode": episode, "steps": 0, "return": 0.0})
-        bag.joint_states(names, data.qpos[qadr], data.qvel[dadr])
+        bag.joint_states(*encoders())
         for name in OBS_NAMES:
             bag._write(topics.obs_topic(name), bag._array(obs[name]))
         freq, phase = rng.uniform(0.5, 3.0, size=3), rng.uniform(0, 2 * np.pi, size=3)
@@ -137,7 +153,7 @@ def record_hidden_cartpole(
                 1.0,
             )
             result = env.step(np.array([command]))
-            bag.step([command], result.reward, (names, data.qpos[qadr], data.qvel[dadr]), result.obs)
+            bag.step([command], result.reward, encoders(), result.obs)
             if result.terminated or result.truncated:
                 break
         bag.event(
