@@ -252,7 +252,16 @@ def test_bad_updates_are_refused_counted_and_the_running_weights_stay(
     assert (d["policy_version"], d["policy_refused"]) == ("1", str(len(cases))), d
     text = log.read_text()
     assert sum("policy update refused:" in line for line in text.splitlines()) == len(cases), text
-    assert proc.poll() is None and "Traceback" not in text
+
+    # Two good requests back to back: the second may supersede the first while it is queued;
+    # either way version 3 runs and each request is accounted for once.
+    learner.update(update_message(policies["a"], 2))
+    learner.update(update_message(b, 3))
+    learner.status(version=3, refused=len(cases))
+    assert operator.spin_until(lambda: _follows(operator, action_b), timeout=5.0)
+    d = operator.latest_diagnostics(after=len(operator.diagnostics))
+    assert int(d["policy_accepted"]) - 1 + int(d["policy_superseded"]) == 2, d
+    assert proc.poll() is None and "Traceback" not in log.read_text()
 
 
 PUBLISHER = """
