@@ -119,7 +119,7 @@ def finetune(out: Path, sim_run: Path, seconds: float, rtf: float) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     result = rlcontrol("finetune", sim_run, "--out", out / "finetune", "--stand-in", json.dumps(STAND_IN),
-                       "--duration", seconds, "--real-time-factor", rtf, "--exploration-std", 0.1,
+                       "--duration", seconds, "--real-time-factor", rtf,
                        "--learning-starts", 1000, "--export-every", 500, timeout=seconds + 900)
     path.write_text(json.dumps(result, indent=2))
     return result
@@ -142,7 +142,7 @@ def plot(results: dict, tuned: dict, path: Path) -> None:
     eps = tuned["episodes"]
     right.plot([e["t_s"] for e in eps], [e["return"] for e in eps], ".-")
     right.set_xlabel(f"wall-clock seconds of live fine-tuning (ROS 2, real-time factor {tuned['real_time_factor']:.0f})")
-    right.set_ylabel("episode return on the stand-in (with exploration)")
+    right.set_ylabel("episode return on the stand-in (over ROS 2)")
     right.set_title("live fine-tuning")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,16 +64,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
 _non_negative_int = _int_at_least(0)
 
 
@@ -218,8 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--critic-warmup", type=_non_negative_int, default=0, help="first updates train the critic only")
     fp.add_argument("--sim-replay-ratio", type=_share, default=0.0,
                     help="share of each batch from the sim run's own replay (default 0: robot data only)")
-    fp.add_argument("--exploration-std", type=_non_negative_float, default=0.0,
-                    help="Gaussian exploration noise the policy node adds to normalized actions (sim only; 0: off)")
     fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
                     help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
     fp.add_argument("--seed", type=_non_negative_int, default=0)
@@ -394,7 +382,7 @@ def cmd_finetune(args) -> dict:
                        seed=args.seed, updates_per_transition=args.updates_per_transition,
                        learning_starts=args.learning_starts, export_every=args.export_every, lr_scale=args.lr_scale,
                        critic_warmup=args.critic_warmup, sim_replay_ratio=args.sim_replay_ratio,
-                       exploration_std=args.exploration_std, fsync=args.fsync, quiet=args.json)
+                       fsync=args.fsync, quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]
