@@ -6,5 +6,8 @@
 - `sim2real.randomization`: `DomainRandomization` (the `env.randomization` config section) and
   `RandomizedEnv`, which draws every episode's world from its reset seed.
 
-System identification and live fine-tuning are still to come; they build on the same parameters.
+- `sim2real.sysid`: fit those parameters (and an actuation latency) to a recorded bag
+  (`rlcontrol sysid BAG --config ... --out params.yaml`).
+- `sim2real.finetune`: `LiveLearner`, the on-board learner of live fine-tuning
+  (`ros_nodes/finetune_node.py`, `rlcontrol finetune`).
 """
