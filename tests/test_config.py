@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlcontrol.config import TD3Config, load_config
 from rlcontrol.errors import ConfigError
@@ -98,3 +99,13 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expected):
     assert len(lines) == 1 and lines[0].startswith("rlcontrol: error: "), proc.stderr
     assert expected in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without a CUDA GPU gives")
+def test_cuda_device_without_a_gpu_is_one_line_exit_2(tmp_path):
+    cfg = write(tmp_path, "algo: td3\nenv:\n  id: gym:Pendulum-v1\ntrain:\n  total_env_steps: 10\n  video_frames: 0\n")
+    proc = run_cli("train", str(cfg), "--set", "train.device=cuda", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.device is cuda but this torch build sees no CUDA GPU" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,11 @@ def load_policy_agent(run_dir: str | Path):
     if not isinstance(payload, dict) or "policy" not in payload:
         raise UserError(f"{run_dir / POLICY_FILE} is not an rlcontrol policy file")
     env = builders.make_env(config.env, config.seed + 3, evaluation=True)
-    agent = make_agent(config, env.spec)
+    # Acting on one observation at a time runs on the CPU whatever the run trained on: a policy
+    # trained on a GPU evaluates and exports on a robot's CPU-only computer (policy.pt is saved
+    # from CPU tensors and loaded with map_location="cpu").
+    acting = replace(config, train=replace(config.train, device="cpu", compile=False))
+    agent = make_agent(acting, env.spec)
     try:
         agent.load_policy_state_dict(payload["policy"])
     except (RuntimeError, KeyError) as exc:

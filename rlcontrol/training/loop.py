@@ -99,6 +99,9 @@ class Trainer:
         t = config.train
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UserError(f"--run-dir {self.run_dir} exists and is not a folder")
+        if t.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("train.device is cuda but this torch build sees no CUDA GPU (torch "
+                            f"{torch.__version__}); set train.device: cpu or install a CUDA build of torch")
         if t.threads:
             torch.set_num_threads(t.threads)
         keep_freed_memory()  # no page faults for the update's short-lived tensors (training/malloc.py)
