@@ -60,7 +60,7 @@ def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu", comp
     return statistics.median(sps)
 
 
-def sb3_sps(steps: int, seed: int, threads: int) -> float:
+def sb3_sps(steps: int, seed: int, threads: int, device: str = "cpu") -> float:
     """Steady-state env steps/s of Stable-Baselines3 TD3 with the same hyperparameters."""
     import gymnasium as gym
     from dm_control import suite
@@ -86,7 +86,7 @@ def sb3_sps(steps: int, seed: int, threads: int) -> float:
     model = TD3("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=WARMUP, batch_size=BATCH,
                 tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, policy_delay=2, target_policy_noise=0.2,
                 target_noise_clip=0.5, action_noise=NormalActionNoise(np.zeros(action_dim), 0.1 * np.ones(action_dim)),
-                policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu", verbose=0)
+                policy_kwargs={"net_arch": [256, 256]}, seed=seed, device=device, verbose=0)
     timer = Timer()
     model.learn(WARMUP + steps, callback=timer)
     windows = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(timer.marks, timer.marks[1:]) if a[0] > WARMUP + 250]
@@ -98,7 +98,8 @@ def _measure(which: str, args, seed: int) -> float:
     import subprocess
 
     cmd = [sys.executable, "-m", "benchmarks.td3_throughput", "--one", which, "--seed", str(seed),
-           "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+           "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device,
+           "--sb3-device", args.sb3_device]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{which} measurement failed: {proc.stderr.strip()[-800:]}")
@@ -110,15 +111,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="learning env steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating measurements of each library")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="rlcontrol's device (cpu or cuda); SB3 stays on the CPU")
+    parser.add_argument("--device", default="cpu", help="rlcontrol's device (cpu or cuda)")
+    parser.add_argument("--sb3-device", default=None, help="SB3's device (default: the same as --device)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", choices=("ours", "eager", "sb3"), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sb3_device = args.sb3_device or args.device
     torch.set_num_threads(args.threads)
     if args.one:
         if args.one == "sb3":
-            print(sb3_sps(args.steps, seed=args.seed, threads=args.threads))
+            print(sb3_sps(args.steps, seed=args.seed, threads=args.threads, device=args.sb3_device))
         else:
             print(rlcontrol_sps(args.steps, seed=args.seed, threads=args.threads, device=args.device,
                                 compile_=args.one == "ours"))
@@ -131,13 +134,14 @@ def main() -> None:
         print(f"round {r}: rlcontrol {ours[-1]:.1f} (eager {eager[-1]:.1f}) env steps/s, SB3 {theirs[-1]:.1f} env steps/s",
               file=sys.stderr)
     med = statistics.median
-    result = {"task": "dmc:cheetah-run", "threads": args.threads, "device": args.device,
+    result = {"task": "dmc:cheetah-run", "threads": args.threads, "device": args.device, "sb3_device": args.sb3_device,
               "steps_per_measurement": args.steps, "rounds": args.rounds,
               "rlcontrol_sps": [round(x, 1) for x in ours], "rlcontrol_eager_sps": [round(x, 1) for x in eager],
               "sb3_sps": [round(x, 1) for x in theirs],
               "rlcontrol_median": round(med(ours), 1), "rlcontrol_eager_median": round(med(eager), 1),
               "sb3_median": round(med(theirs), 1), "ratio": round(med(ours) / med(theirs), 2),
-              "ratio_eager": round(med(eager) / med(theirs), 2), "torch": torch.__version__}
+              "ratio_eager": round(med(eager) / med(theirs), 2), "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(0) if "cuda" in (args.device, args.sb3_device) else None}
     if args.json:
         print(json.dumps(result))
     else:
