@@ -296,23 +296,6 @@ def test_file_size_limit_efbig_leaves_no_partial_record(tmp_path):
     assert len(read_all(tmp_path)[0]) == 7
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A 256 KiB tmpfs (needs root and mount permission; skipped otherwise)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)])
-            raise AssertionError("files on the tiny filesystem were left open")
-
-
 @pytest.mark.parametrize("segment_records", [1000, 2])  # the disk fills during an append / a segment roll
 def test_disk_full_is_a_clear_error_and_nothing_earlier_is_lost(tiny_filesystem, segment_records):
     schema = make_schema("image")

@@ -156,3 +156,37 @@ def test_learner_trains_on_the_log_and_exports_a_policy_the_probe_confirms(tmp_p
     assert (again.version, again.updates) == (1, 40)
     again.run_once()
     assert again.transitions == 150
+
+
+def test_disk_full_while_recording_is_counted_and_loses_nothing_earlier(tiny_filesystem, cartpole):
+    """The node's append path when the robot's disk fills: the recorder counts the failure, keeps
+    the log's one-line error, raises nothing into the ROS callback, leaves every earlier record
+    intact, and records again once space is freed."""
+    spec = cartpole.spec
+    ballast = tiny_filesystem / "ballast"
+    ballast.write_bytes(b"\0" * 200 * 1024)  # leave ~56 KiB of the 256 KiB for the log
+    schema = TransitionSchema.for_transitions(tuple(spec.observation.shape), spec.action_dim, intervention=True)
+    log = TransitionLog.open(tiny_filesystem / "log", schema, fsync="every")
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
+    rng = np.random.default_rng(0)
+    policy = lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32)  # noqa: E731
+    episodes = 0
+    while recorder.append_failures == 0:
+        assert episodes < 200, "the tiny disk never filled"
+        for kind, payload in robot_messages(cartpole, policy, 1, seed=episodes):
+            recorder.feed(kind, payload)
+        episodes += 1
+    full_at = recorder.logged
+    assert recorder.last_error.startswith("replay log: disk full while ") and "\n" not in recorder.last_error
+    assert f"records up to seq {full_at - 1} are intact" in recorder.last_error
+    for kind, payload in robot_messages(cartpole, policy, 1, seed=episodes):  # still full: only more failures
+        recorder.feed(kind, payload)
+    assert recorder.logged == full_at and recorder.append_failures > 1
+    ballast.unlink()
+    for kind, payload in robot_messages(cartpole, policy, 1, seed=episodes + 1):  # space again: recording resumes
+        recorder.feed(kind, payload)
+    log.close()
+    records = list(read_log(tiny_filesystem / "log"))
+    assert recorder.logged == full_at + 50 and len(records) == recorder.logged
+    assert [r.seq for r in records] == list(range(len(records)))
+    assert records[-1].truncated and records[-50].step == 0
