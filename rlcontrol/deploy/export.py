@@ -354,29 +354,70 @@ def check_parity(agent, env, onnx_path: str | Path, *, samples: int = 1000, seed
     else:
         sets = (("random", _whole(random_observations(env.spec.observation, samples, rng))),
                 ("recorded", _whole(recorded_observations(env, agent, samples, seed))))
-    flips, at_ties = 0, 0.0
+    flips, at_ties, rounding, rounding_max = 0, 0.0, 0, 0.0
     for name, chunks in sets:
         diffs, single_left = [], min(samples, 100)
         for feed, obs in chunks:  # feed: what onnxruntime gets; obs: what the PyTorch policy gets
             reference = torch_physical_actions(agent, env.spec, obs)
-            diff = np.abs(policy.act_batch(feed) - reference).max(axis=-1)  # (chunk,)
+            onnx = [policy.act_batch(feed).copy()]
+            diff = np.abs(onnx[0] - reference).max(axis=-1)  # (chunk,)
             k = min(single_left, len(diff))
             if k:
                 single = np.stack([policy.act(_row(feed, i)).copy() for i in range(k)])
                 diff[:k] = np.maximum(diff[:k], np.abs(single - reference[:k]).max(axis=-1))
+                onnx.append(single)
                 single_left -= k
             if tie_margin is not None:
                 ties = (diff > PARITY_TOLERANCE) & (_tie_margins(tie_margin, obs) < TIE_MARGIN)
                 flips, at_ties = flips + int(ties.sum()), max(at_ties, float(diff[ties].max(initial=0.0)))
                 diff = np.where(ties, 0.0, diff)
+            elif (diff > PARITY_TOLERANCE).any():
+                exempt = _float32_rounding(agent, env.spec, obs, reference, onnx, diff > PARITY_TOLERANCE)
+                rounding += int(exempt.sum())
+                rounding_max = max(rounding_max, float(diff[exempt].max(initial=0.0)))
+                diff = np.where(exempt, 0.0, diff)
             diffs.append(diff)
         result[f"max_abs_diff_{name}"] = float(np.concatenate(diffs).max())
     result["max_abs_diff"] = max(result["max_abs_diff_random"], result["max_abs_diff_recorded"])
     result["ok"] = result["max_abs_diff"] <= PARITY_TOLERANCE
+    if rounding:
+        result.update(float32_rounding=rounding, max_abs_diff_at_rounding=rounding_max)
     if tie_margin is not None:
         result.update(near_tie_flips=flips, max_abs_diff_at_ties=at_ties)
         result["ok"] = result["ok"] and flips <= MAX_TIE_FLIP_FRACTION * 2 * samples
     return result
+
+
+def _float32_rounding(agent, env_spec, obs, reference: np.ndarray, onnx: list[np.ndarray],
+                      rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` (bool (chunk,)) differ only by float32 rounding: the exact answer, the
+    policy evaluated in float64, is at least as close to onnxruntime's actions as twice PyTorch's
+    own float32 error (plus the tolerance). Far outside the training data (the random set, 3 sigma
+    per entry) activations grow and two correct float32 implementations can disagree by a little
+    more than 1e-5; a wrong graph is far from the float64 answer where PyTorch is close to it.
+    All False where the policy has no float64 form (then only the tolerance counts)."""
+    from envs.core import scale_action
+    from rlcontrol.agents.learner import flatten_obs
+
+    exempt = np.zeros(len(rows), dtype=bool)
+    index = np.flatnonzero(rows)
+    pick = {k: v[index] for k, v in obs.items()} if isinstance(obs, Mapping) else obs[index]
+    try:
+        module = agent.policy().double()
+        with torch.no_grad():
+            tensors = {k: torch.as_tensor(v) for k, v in pick.items()} if isinstance(pick, Mapping) else torch.as_tensor(pick)
+            normalized = module(flatten_obs(tensors, 1).double()).numpy()
+    except (RuntimeError, TypeError, ValueError):
+        return exempt
+    exact = np.stack([scale_action(a, env_spec.action_low, env_spec.action_high) for a in normalized])
+    torch_error = np.abs(reference[index] - exact).max(axis=-1)
+    onnx_error = np.abs(onnx[0][index] - exact).max(axis=-1)  # the batch path; then the single-observation one
+    for single in onnx[1:]:
+        covered = index < len(single)
+        onnx_error[covered] = np.maximum(onnx_error[covered],
+                                         np.abs(single[index[covered]] - exact[covered]).max(axis=-1))
+    exempt[index] = onnx_error <= 2 * torch_error + PARITY_TOLERANCE
+    return exempt
 
 
 def _whole(batch) -> Iterator[tuple]:
