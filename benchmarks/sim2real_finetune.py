@@ -10,8 +10,9 @@ dmc:cartpole-balance. Steps (each reuses its result if it is already in --out):
 1. sim:      TD3 trained on the nominal simulator (configs/td3_cartpole_balance.yaml, 120k env steps)
 2. dr:       TD3 trained with domain randomization (configs/td3_cartpole_balance_dr.yaml)
 3. sysid:    the sim policy deployed on the stand-in over ROS 2 and recorded (rosbag2, with
-             /joint_states); `rlcontrol sysid` fits actuator_gain and mass to the recording; TD3
-             trained on the fitted simulator
+             /joint_states); `rlcontrol sysid` fits the motor's effective gain and the latency to
+             the recording (configs/sysid_cartpole_balance.yaml: a heavier cart is the same motion
+             as a weaker motor); TD3 trained on the fitted simulator
 4. finetune: `rlcontrol finetune` on the stand-in over ROS 2 for --finetune-s seconds, starting
              from the sim policy; the last policy the policy node accepted is evaluated
 
@@ -107,7 +108,7 @@ def sysid_run(out: Path, sim_run: Path) -> tuple[Path, dict]:
         (out / "sysid.json").write_text(json.dumps(fit, indent=2))
     fitted = yaml.safe_load(params.read_text())
     config = yaml.safe_load((ROOT / "configs/td3_cartpole_balance.yaml").read_text())
-    config["env"]["randomization"] = {"physics": {k: [v, v] for k, v in fitted["params"].items()}}
+    config["env"]["randomization"] = fitted["randomization"]  # the fitted scales and latency, fixed
     config["replay"]["capacity"] = 200000
     path = out / "td3_cartpole_balance_sysid.yaml"
     path.write_text(yaml.safe_dump(config))
