@@ -34,7 +34,8 @@ WARMUP = 1000  # env steps of random actions before learning (both libraries)
 BATCH = 256
 
 
-def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu", compile_: bool = True) -> float:
+def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu", compile_: bool = True,
+                  cuda_graphs: bool = False) -> float:
     """Steady-state env steps/s of rlcontrol's real training loop (median over log windows after warm-up)."""
     from rlcontrol.config import config_from_dict
     from rlcontrol.training.logger import read_jsonl
@@ -50,7 +51,7 @@ def rlcontrol_sps(steps: int, seed: int, threads: int, device: str = "cpu", comp
         "replay": {"capacity": 1_000_000},
         "train": {"total_env_steps": WARMUP + steps, "learning_starts": WARMUP, "eval_every": 0, "eval_episodes": 1,
                   "checkpoint_every": 10**9, "log_every": log_every, "threads": threads, "video_frames": 0,
-                  "device": device, "compile": compile_},
+                  "device": device, "compile": compile_, "cuda_graphs": cuda_graphs},
     })
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, progress=False)
@@ -106,6 +107,10 @@ def _measure(which: str, args, seed: int) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+ARMS = {"ours": "rlcontrol (train.compile)", "eager": "rlcontrol (eager)", "graphs": "rlcontrol (train.cuda_graphs)",
+        "sb3": "SB3"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="learning env steps per measurement")
@@ -113,8 +118,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="rlcontrol's device (cpu or cuda)")
     parser.add_argument("--sb3-device", default=None, help="SB3's device (default: the same as --device)")
+    parser.add_argument("--arms", default="ours,sb3,eager",
+                        help="comma-separated, measured in this order each round: ours (train.compile), sb3, eager, "
+                             "graphs (train.cuda_graphs, cuda only)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--one", choices=("ours", "eager", "sb3"), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--one", choices=tuple(ARMS), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sb3_device = args.sb3_device or args.device
@@ -124,29 +132,33 @@ def main() -> None:
             print(sb3_sps(args.steps, seed=args.seed, threads=args.threads, device=args.sb3_device))
         else:
             print(rlcontrol_sps(args.steps, seed=args.seed, threads=args.threads, device=args.device,
-                                compile_=args.one == "ours"))
+                                compile_=args.one == "ours", cuda_graphs=args.one == "graphs"))
         return
-    ours, eager, theirs = [], [], []
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "sb3" not in arms or any(a not in ARMS for a in arms):
+        raise SystemExit(f"--arms: a comma-separated subset of {', '.join(ARMS)} that includes sb3")
+    sps: dict[str, list[float]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        ours.append(_measure("ours", args, r))
-        theirs.append(_measure("sb3", args, r))
-        eager.append(_measure("eager", args, r))
-        print(f"round {r}: rlcontrol {ours[-1]:.1f} (eager {eager[-1]:.1f}) env steps/s, SB3 {theirs[-1]:.1f} env steps/s",
-              file=sys.stderr)
+        for arm in arms:
+            sps[arm].append(_measure(arm, args, r))
+        print(f"round {r}: " + ", ".join(f"{ARMS[a]} {sps[a][-1]:.1f}" for a in arms) + " env steps/s", file=sys.stderr)
     med = statistics.median
+    theirs = med(sps["sb3"])
+    names = {"ours": "rlcontrol", "eager": "rlcontrol_eager", "graphs": "rlcontrol_graphs", "sb3": "sb3"}
     result = {"task": "dmc:cheetah-run", "threads": args.threads, "device": args.device, "sb3_device": args.sb3_device,
-              "steps_per_measurement": args.steps, "rounds": args.rounds,
-              "rlcontrol_sps": [round(x, 1) for x in ours], "rlcontrol_eager_sps": [round(x, 1) for x in eager],
-              "sb3_sps": [round(x, 1) for x in theirs],
-              "rlcontrol_median": round(med(ours), 1), "rlcontrol_eager_median": round(med(eager), 1),
-              "sb3_median": round(med(theirs), 1), "ratio": round(med(ours) / med(theirs), 2),
-              "ratio_eager": round(med(eager) / med(theirs), 2), "torch": torch.__version__,
-              "gpu": torch.cuda.get_device_name(0) if "cuda" in (args.device, args.sb3_device) else None}
+              "steps_per_measurement": args.steps, "rounds": args.rounds}
+    for arm in arms:
+        result[f"{names[arm]}_sps"] = [round(x, 1) for x in sps[arm]]
+        result[f"{names[arm]}_median"] = round(med(sps[arm]), 1)
+        if arm != "sb3":
+            result["ratio" + {"ours": "", "eager": "_eager", "graphs": "_graphs"}[arm]] = round(med(sps[arm]) / theirs, 2)
+    result |= {"torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name(0) if "cuda" in (args.device, args.sb3_device) else None}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"rlcontrol {result['rlcontrol_median']} (eager {result['rlcontrol_eager_median']}) vs "
-              f"SB3 {result['sb3_median']} env steps/s: ratio {result['ratio']}x (eager {result['ratio_eager']}x)")
+        print(", ".join(f"{ARMS[a]} {med(sps[a]):.1f}" + ("" if a == "sb3" else f" ({med(sps[a]) / theirs:.2f}x SB3)")
+                        for a in arms) + " env steps/s")
 
 
 if __name__ == "__main__":

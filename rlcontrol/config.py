@@ -145,6 +145,8 @@ class TrainConfig:
     threads: int = _f(0, "torch intra-op threads (0: torch's default)", min=0)
     device: str = _f("cpu", "torch device for networks and replay", choices=("cpu", "cuda"))
     compile: bool = _f(False, "torch.compile the loss functions (~20 s to compile once; see docs/benchmarks.md for its measured effect)")
+    cuda_graphs: bool = _f(False, "replay each update as a captured CUDA graph (train.device: cuda; DDPG, TD3, D4PG): "
+                                  "one launch instead of ~60 per update (docs/benchmarks.md, GPU)")
     video_frames: int = _f(500, "frames in the final rollout video (0: no video)", min=0)
     video_size: int = _f(240, "rollout video height and width in pixels", min=32, max=1024)
 

@@ -85,6 +85,7 @@ def run_cli(*args, cwd=None):
     (["train", "{cfg}", "--set", "env.id=dmc:cheeta-run"], "cheetah-run"),
     (["train", "{cfg}", "--set", "env.id=nosuch"], "nosuch"),
     (["train", "{cfg}", "--set", "env.id=gym:CartPole-v1"], "Discrete action space"),
+    (["train", "{cfg}", "--set", "train.cuda_graphs=true"], "train.cuda_graphs needs train.device: cuda"),
     (["eval", "/nonexistent_run"], "run folder not found"),
     (["frobnicate"], "invalid choice"),
 ])

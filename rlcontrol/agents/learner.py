@@ -37,6 +37,7 @@ from torch import nn
 
 from rlcontrol.agents.d4pg import losses as d4pg_losses
 from rlcontrol.agents.ddpg import losses as ddpg_losses
+from rlcontrol.agents.static_update import StaticUpdates
 from rlcontrol.agents.td3 import losses as td3_losses
 from rlcontrol.config import D4PGConfig, DDPGConfig, TD3Config
 from rlcontrol.exploration import GaussianNoise, OrnsteinUhlenbeckNoise
@@ -104,7 +105,7 @@ class DeterministicPolicyAgent:
     """DDPG, TD3 or D4PG, depending on `algo` and its config."""
 
     def __init__(self, algo: str, cfg: DDPGConfig, obs_spec, action_dim: int, *, seed: int = 0,
-                 device: str = "cpu", prioritized: bool = False, compile: bool = False):
+                 device: str = "cpu", prioritized: bool = False, compile: bool = False, cuda_graphs: bool = False):
         self.algo, self.cfg, self.device = algo, cfg, torch.device(device)
         self.obs_spec = obs_spec
         self.action_dim = action_dim
@@ -141,6 +142,8 @@ class DeterministicPolicyAgent:
             self._actor_loss_fn = torch.compile(self._actor_loss, dynamic=False)
         self.noise_rng = np.random.default_rng(seed + 2)
         self.noise = self._make_noise()
+        # train.cuda_graphs: each update replays a captured CUDA graph (rlcontrol/agents/static_update.py).
+        self.static_updates = StaticUpdates(self, capture=True) if cuda_graphs else None
 
     # ------------------------------------------------------------------ construction
 
@@ -216,26 +219,37 @@ class DeterministicPolicyAgent:
         (and "priority" (B,), the new replay priorities, for prioritized replay).
         ``train_actor=False``: the critic only (targets still follow), as live fine-tuning does
         first, so the actor is not steered by a critic that has not yet seen the new dynamics."""
-        c = self.cfg
         obs, next_obs = flatten_obs(batch.obs, 1), flatten_obs(batch.next_obs, 1)
         # Target-smoothing noise comes from the agent's own generator (checkpointed), outside
-        # the (possibly compiled) loss so the loss stays a pure function of its inputs.
+        # the (possibly compiled or graphed) loss so the loss stays a pure function of its inputs.
         std_normal = None
         if self.algo == "td3":  # DDPG's target has no smoothing noise: draw none
             std_normal = torch.randn(batch.action.shape, generator=self.generator, device=self.device)
         weights = batch.weights if self.prioritized else None
-        loss, td, q_mean = self._critic_loss_fn(obs, batch.action, batch.reward, batch.discount, next_obs,
-                                                std_normal, weights)
+        inputs = (obs, batch.action, batch.reward, batch.discount, next_obs, std_normal, weights)
+        actor_step = (self.num_updates + 1) % self.cfg.policy_delay == 0
+        if self.static_updates is not None and train_actor:
+            metrics = self.static_updates.run(inputs, actor_step)
+        else:
+            metrics = self._update_step(*inputs, actor_step=actor_step, train_actor=train_actor)
+        self.num_updates += 1
+        return metrics
+
+    def _update_step(self, obs, action, reward, discount, next_obs, std_normal, weights, *, actor_step: bool,
+                     train_actor: bool = True) -> dict[str, torch.Tensor]:
+        """The update on tensors only (no host syncs, no Python state but the step kind), so a
+        CUDA graph can capture it: critic step; with `actor_step`, actor step and Polyak targets."""
+        c = self.cfg
+        loss, td, q_mean = self._critic_loss_fn(obs, action, reward, discount, next_obs, std_normal, weights)
         grads = torch.autograd.grad(loss, self._critic_params)
         if c.grad_clip_norm is not None:
             clip_grad_norm(grads, c.grad_clip_norm)
         self.critic_opt.step(grads)
-        self.num_updates += 1
         metrics = {"critic_loss": loss.detach(), "q_mean": q_mean}
         if self.prioritized:
             # TD3/DDPG: |TD error| (mean over the critics); D4PG: the per-sample cross-entropy.
             metrics["priority"] = td if self.distributional else td.abs().mean(dim=0)
-        if self.num_updates % c.policy_delay == 0:
+        if actor_step:
             if train_actor:
                 a_loss = self._actor_loss_fn(obs)
                 # Gradients w.r.t. the actor only: the critic's weights get none (and cost nothing).

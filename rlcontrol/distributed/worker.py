@@ -110,7 +110,8 @@ class ActorWorker:
         self.seed = worker_seed(config.seed, index, start_env_steps, incarnation)
         self.env = builders.make_env(config.env, self.seed)
         acting = dataclasses.replace(config, seed=self.seed,
-                                     train=dataclasses.replace(config.train, device="cpu", compile=False))
+                                     train=dataclasses.replace(config.train, device="cpu", compile=False,
+                                                                 cuda_graphs=False))
         self.agent = make_agent(acting, self.env.spec)
         self.noise_scale = float(noise_scale)
         self.agent.noise.sigma = config.agent.exploration_sigma * self.noise_scale

@@ -31,7 +31,7 @@ def load_policy_agent(run_dir: str | Path):
     # Acting on one observation at a time runs on the CPU whatever the run trained on: a policy
     # trained on a GPU evaluates and exports on a robot's CPU-only computer (policy.pt is saved
     # from CPU tensors and loaded with map_location="cpu").
-    acting = replace(config, train=replace(config.train, device="cpu", compile=False))
+    acting = replace(config, train=replace(config.train, device="cpu", compile=False, cuda_graphs=False))
     agent = make_agent(acting, env.spec)
     try:
         agent.load_policy_state_dict(payload["policy"])

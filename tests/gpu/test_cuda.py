@@ -30,10 +30,11 @@ OBS = {"pos": (3,), "vel": (2,)}
 CONFIGS = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig}
 
 
-def make(algo: str, device: str, **kw) -> DeterministicPolicyAgent:
+def make(algo: str, device: str, cuda_graphs: bool = False, **kw) -> DeterministicPolicyAgent:
     extra = {"target_noise": 0.0} if algo == "td3" else {}  # the smoothing noise's generator is per device
     cfg = CONFIGS[algo](actor_hidden=[64, 64], critic_hidden=[64, 64], batch_size=32, obs_norm=True, **extra, **kw)
-    return DeterministicPolicyAgent(algo, cfg, OBS, 2, seed=0, device=device, prioritized=algo == "d4pg")
+    return DeterministicPolicyAgent(algo, cfg, OBS, 2, seed=0, device=device, prioritized=algo == "d4pg",
+                                    cuda_graphs=cuda_graphs)
 
 
 def batch(seed: int, device: str) -> SimpleNamespace:
@@ -67,6 +68,28 @@ def test_updates_on_cuda_match_the_cpu(algo):
     assert np.allclose(cpu.act(obs), gpu.act(obs), atol=1e-4)
 
 
+@pytest.mark.parametrize("algo", ["ddpg", "td3", "d4pg"])
+def test_cuda_graph_updates_match_eager_cuda_updates(algo):
+    """train.cuda_graphs replays captured graphs: the same updates as eager CUDA, warm-up undone."""
+    kw = {"target_noise": 0.2} if algo == "td3" else {}  # same generator seed on both: same smoothing noise
+    eager, graphed = make(algo, "cuda", **kw), make(algo, "cuda", cuda_graphs=True, **kw)
+    for i in range(10):
+        obs = {"pos": np.full(3, 0.1 * i, np.float32), "vel": np.ones(2, np.float32)}
+        eager.observe(obs)
+        graphed.observe(obs)
+    for i in range(30):
+        a, b = eager.update(batch(i, "cuda")), graphed.update(batch(i, "cuda"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (i, k)
+    assert graphed.static_updates.captures == 1
+    for x, y in zip(eager.state_dict()["actor"].values(), graphed.state_dict()["actor"].values(), strict=True):
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+    graphed.actor_opt.lr = graphed.critic_opt.lr = 1e-4  # a new learning rate is a new capture
+    graphed.update(batch(99, "cuda"))
+    assert graphed.static_updates.captures == 2
+
+
 def test_replay_samples_the_same_indices_on_both_devices():
     buffers = [make_replay(1000, OBS, 2, seed=3, device=d, prioritized=p) for d in ("cpu", "cuda") for p in (False, True)]
     rng = np.random.default_rng(0)
@@ -85,14 +108,16 @@ def test_replay_samples_the_same_indices_on_both_devices():
 
 
 @pytest.mark.slow
-def test_a_cuda_run_resumes_and_exports_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_cuda_run_resumes_and_exports_on_the_cpu(tmp_path, graphs):
     """Train on the GPU, kill nothing, then resume the run for more steps and export it: eval and
     export read policy.pt onto the CPU whatever the run trained on."""
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     run = tmp_path / "run"
     common = [sys.executable, "-m", "rlcontrol.cli", "train", str(ROOT / "configs/td3_pendulum.yaml"), "--run-dir",
               str(run), "--set", "train.device=cuda", "--set", "train.eval_every=1000", "--set",
-              "train.checkpoint_every=1000", "--set", "train.video_frames=0", "--no-progress", "--json"]
+              "train.checkpoint_every=1000", "--set", "train.video_frames=0", "--set", f"train.cuda_graphs={graphs}",
+              "--no-progress", "--json"]
     first = subprocess.run([*common, "--steps", "2000"], capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     resumed = subprocess.run([*common, "--steps", "3000", "--resume"], capture_output=True, text=True, env=env,
