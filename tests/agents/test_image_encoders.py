@@ -273,7 +273,7 @@ def test_frozen_features_are_computed_once_per_batch_and_change_nothing(algo, va
         for net in (agent.actor, agent.critic, agent.actor_target, agent.critic_target):
             enc = net.trunk.encoders[0].encoder
             original = enc.encode_mean
-            monkeypatch.setattr(enc, "encode_mean", lambda x, f=original: calls.append(x.shape[0]) or f(x))
+            monkeypatch.setattr(enc, "encode_mean", lambda x, f=original, c=calls: c.append(x.shape[0]) or f(x))
         for batch in batches:
             agent.update(batch)
         results.append((agent.actor.state_dict(), agent.critic.state_dict(), len(calls)))
