@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (the device tool; .gpu/ built by benchmarks/gpu/bundle.sh and carried):
 # the GPU tests, then the TD3 throughput benchmark with rlcontrol and Stable-Baselines3 both on
-# CUDA. Results go to $OUT (or ./gpu-results).
+# CUDA (arms: ARMS, default train.compile, SB3, eager, train.cuda_graphs). Results go to $OUT (or ./gpu-results).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-gpu-results}"; mkdir -p "$out"
@@ -13,4 +13,4 @@ export PYTHONPATH="$PWD:$PWD/.gpu/site:/tmp/site"
   nproc; } 2>&1 | tee "$out/machine.txt"
 timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$out/gpu_tests.log"
 timeout "${BENCH_TIMEOUT:-330}" python3 -m benchmarks.td3_throughput --device cuda --steps "${STEPS:-3000}" \
-  --rounds "${ROUNDS:-2}" --threads 2 --json 2>&1 | tee "$out/td3_throughput_cuda.log"
+  --rounds "${ROUNDS:-2}" --arms "${ARMS:-ours,sb3,eager,graphs}" --threads 2 --json 2>&1 | tee "$out/td3_throughput_cuda.log"
