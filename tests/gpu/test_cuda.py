@@ -31,8 +31,9 @@ CONFIGS = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig}
 
 
 def make(algo: str, device: str, cuda_graphs: bool = False, **kw) -> DeterministicPolicyAgent:
-    extra = {"target_noise": 0.0} if algo == "td3" else {}  # the smoothing noise's generator is per device
-    cfg = CONFIGS[algo](actor_hidden=[64, 64], critic_hidden=[64, 64], batch_size=32, obs_norm=True, **extra, **kw)
+    # The smoothing noise's generator is per device: off unless asked for (CPU-vs-CUDA comparisons).
+    kw = {"target_noise": 0.0, **kw} if algo == "td3" else kw
+    cfg = CONFIGS[algo](actor_hidden=[64, 64], critic_hidden=[64, 64], batch_size=32, obs_norm=True, **kw)
     return DeterministicPolicyAgent(algo, cfg, OBS, 2, seed=0, device=device, prioritized=algo == "d4pg",
                                     cuda_graphs=cuda_graphs)
 
