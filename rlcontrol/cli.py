@@ -67,6 +67,16 @@ def _positive_float(text: str) -> float:
 _non_negative_int = _int_at_least(0)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _camera_size(text: str) -> tuple[int, int]:
     """argparse type: HEIGHTxWIDTH, e.g. 480x640."""
     from rlcontrol.deploy.export import parse_camera_size
@@ -208,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--critic-warmup", type=_non_negative_int, default=0, help="first updates train the critic only")
     fp.add_argument("--sim-replay-ratio", type=_share, default=0.0,
                     help="share of each batch from the sim run's own replay (default 0: robot data only)")
+    fp.add_argument("--exploration-std", type=_non_negative_float, default=0.2,
+                    help="with --robot sim: Gaussian noise on the policy node's commands, in normalized units "
+                         "(a fraction of each action's half range), so the learner sees actions around the policy's "
+                         "(default 0.2; 0: deterministic commands; with --robot none set the robot's policy node "
+                         "parameter exploration_std)")
     fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
                     help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
     fp.add_argument("--seed", type=_non_negative_int, default=0)
@@ -382,7 +397,7 @@ def cmd_finetune(args) -> dict:
                        seed=args.seed, updates_per_transition=args.updates_per_transition,
                        learning_starts=args.learning_starts, export_every=args.export_every, lr_scale=args.lr_scale,
                        critic_warmup=args.critic_warmup, sim_replay_ratio=args.sim_replay_ratio,
-                       fsync=args.fsync, quiet=args.json)
+                       fsync=args.fsync, exploration_std=args.exploration_std, quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]

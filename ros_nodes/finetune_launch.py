@@ -34,7 +34,7 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
              stand_in: dict | None = None, duration: float | None = None, episodes: int | None = None,
              real_time_factor: float = 1.0, seed: int = 0, updates_per_transition: float = 1.0,
              learning_starts: int = 500, export_every: int = 1000, lr_scale: float = 1.0, critic_warmup: int = 0,
-             sim_replay_ratio: float = 0.0, fsync: str = "interval",
+             sim_replay_ratio: float = 0.0, fsync: str = "interval", exploration_std: float = 0.2,
              quiet: bool = False) -> dict:
     from rlcontrol.deploy import runtime
     from rlcontrol.deploy.export import export_run
@@ -84,7 +84,8 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
             children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                     f"model_path:={Path(policy).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
                                     "-p", f"obs_timeout_s:={float(max(0.25, 5 * meta.control_period / real_time_factor))!r}",
-                                    "-p", "trigger:=observation"],
+                                    "-p", "trigger:=observation", "-p", f"exploration_std:={float(exploration_std)!r}",
+                                    "-p", f"exploration_seed:={int(seed)}"],
                                    env, logs / "policy_node.log", new_session=True)
         result = monitor.run(children, robot == "sim", episodes=episodes, duration=duration, quiet=quiet)
     finally:

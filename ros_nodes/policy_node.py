@@ -65,6 +65,7 @@ from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray, String
 
 from ros_nodes import policy_update, topics
+from ros_nodes.exploration import ActionNoise
 from ros_nodes.observation_map import (
     ImageSource,
     MappingError,
@@ -128,6 +129,10 @@ class PolicyNode(LifecycleNode):
         # Fault injection for tests: every diagnostics callback sleeps this long, standing in for
         # a slow callback (logging to a slow disk, loading weights) on the main executor.
         self.declare_parameter("debug_slow_callback_s", 0.0)
+        # Gaussian noise on the command, std in normalized units (fraction of each action's half
+        # range), for live fine-tuning (ros_nodes/exploration.py). 0: deterministic (deployment).
+        self.declare_parameter("exploration_std", 0.0)
+        self.declare_parameter("exploration_seed", 0)
         self.policy = None
         self._loop: threading.Thread | None = None
         self._running = threading.Event()
@@ -193,6 +198,7 @@ class PolicyNode(LifecycleNode):
                                   max_delta=max_delta if max_delta.size == meta.action_dim and max_delta.any() else None,
                                   obs_timeout_s=p["obs_timeout_s"], required=[s.topic for s in self.sources])
         self.safety.estop = self.estop  # one latch, alive since startup (see _start_estop_path)
+        self.exploration = ActionNoise(low, high, float(p["exploration_std"]), int(p["exploration_seed"]))
         self._make_output(p, meta.action_dim)
         self._make_inputs(p)
         self.trigger = p["trigger"]
@@ -280,7 +286,7 @@ class PolicyNode(LifecycleNode):
         names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
                  "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
                  "estop_reset_topic", "diagnostics_period_s", "realtime_priority", "trigger", "update_topic",
-                 "undo_topic", "status_topic")
+                 "undo_topic", "status_topic", "exploration_std", "exploration_seed")
         return {n: self.get_parameter(n).value for n in names}
 
     def _build_observation(self, mapping: dict) -> None:
@@ -648,7 +654,7 @@ class PolicyNode(LifecycleNode):
             try:
                 with self._obs_lock:
                     obs_time = self._newest_obs
-                    action = policy.act(self._obs_arg)
+                    action = self.exploration.apply(policy.act(self._obs_arg))
             except ValueError:  # NonFiniteObservation / NonFiniteAction: the safety layer decides
                 obs_finite = False
         with self._publish_lock:  # decide and publish with no e-stop in between (see _on_estop)
@@ -703,7 +709,8 @@ class PolicyNode(LifecycleNode):
                   "missed_ticks": self._missed_total,
                   **{f"latency_{k}": v for k, v in lat.items()},
                   **{f"obs_to_command_{k}": v for k, v in self.obs_latency.summary().items()}, **c, "rejected_messages": self.rejected,
-                  **{f"gc_{k}": v for k, v in self.gc.stats().items()}, **self._update_diagnostics()}
+                  **{f"gc_{k}": v for k, v in self.gc.stats().items()}, **self._update_diagnostics(),
+                  "exploration_std": self.exploration.std}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
