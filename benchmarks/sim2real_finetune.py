@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -115,13 +116,14 @@ def sysid_run(out: Path, sim_run: Path) -> tuple[Path, dict]:
     return train(path, out / "sysid_run", "--steps", 120000), fit
 
 
-def finetune(out: Path, sim_run: Path, seconds: float, rtf: float) -> dict:
+def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str]) -> dict:
     path = out / "finetune.json"
     if path.exists():
         return json.loads(path.read_text())
     result = rlcontrol("finetune", sim_run, "--out", out / "finetune", "--stand-in", json.dumps(STAND_IN),
                        "--duration", seconds, "--real-time-factor", rtf,
-                       "--learning-starts", 1000, "--export-every", 500, timeout=seconds + 900)
+                       "--learning-starts", 1000, "--export-every", 500, *extra, timeout=seconds + 900)
+    result["settings"] = extra
     path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -137,13 +139,14 @@ def plot(results: dict, tuned: dict, path: Path) -> None:
     means = [np.mean(results[k]) for k in labels]
     stds = [np.std(results[k]) for k in labels]
     left.bar(range(len(labels)), means, yerr=stds, color=["#888", "#c44", "#48c", "#4a4", "#d80"][:len(labels)])
-    left.set_xticks(range(len(labels)), [k.replace(" ", "\n", 1) for k in labels], fontsize=8)
+    left.set_xticks(range(len(labels)), [textwrap.fill(k, 13, break_long_words=False) for k in labels], fontsize=8)
     left.set_ylabel(f"return ({len(EVAL_SEEDS)} deterministic episodes)")
     left.set_title("cartpole-balance: sim policy vs the stand-in robot")
     eps = tuned["episodes"]
     right.plot([e["t_s"] for e in eps], [e["return"] for e in eps], ".-")
     right.set_xlabel(f"wall-clock seconds of live fine-tuning (ROS 2, real-time factor {tuned['real_time_factor']:.0f})")
-    right.set_ylabel("episode return on the stand-in (over ROS 2)")
+    noise = dict(zip(tuned.get("settings", [])[::2], tuned.get("settings", [])[1::2])).get("--exploration-std")
+    right.set_ylabel("episode return on the stand-in (over ROS 2)" + (f"\nexploration std {noise}" if noise else ""))
     right.set_title("live fine-tuning")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,9 @@ def main() -> None:
     parser.add_argument("--finetune-s", type=float, default=240.0)
     parser.add_argument("--rtf", type=float, default=4.0)
     parser.add_argument("--skip-sysid", action="store_true")
+    parser.add_argument("--exploration-std", type=float, default=0.2,
+                        help="noise on the policy node's commands while fine-tuning (normalized units)")
+    parser.add_argument("--finetune-args", default="", help="more `rlcontrol finetune` flags, e.g. '--lr-scale 0.5'")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +175,8 @@ def main() -> None:
     if not args.skip_sysid:
         sysid_dir, fit = sysid_run(out, sim_run)
         results["sysid-fitted simulator"] = returns(run_policy(sysid_dir), STAND_IN)
-    tuned = finetune(out, sim_run, args.finetune_s, args.rtf)
+    tuned = finetune(out, sim_run, args.finetune_s, args.rtf,
+                     ["--exploration-std", str(args.exploration_std), *args.finetune_args.split()])
     final = Path(tuned["policy_status"]["path"])
     results[f"live fine-tuning {args.finetune_s:.0f} s"] = returns(onnx_policy(final), STAND_IN)
     gap = np.mean(results["sim policy in sim"]) - np.mean(results["sim policy on stand-in"])
@@ -180,7 +187,8 @@ def main() -> None:
         "gap_closed": {k: float((np.mean(v) - np.mean(results["sim policy on stand-in"])) / gap)
                        for k, v in results.items() if k not in ("sim policy in sim", "sim policy on stand-in")},
         "sysid": fit, "finetune": {k: tuned[k] for k in ("wall_s", "first_mean", "last_mean", "by_version",
-                                                          "policy_status", "learner_status", "real_time_factor")},
+                                                          "policy_status", "learner_status", "real_time_factor",
+                                                          "settings") if k in tuned},
         "finetune_episodes": tuned["episodes"], "wall_s": round(time.time() - t0, 1),
     }
     res = ROOT / "benchmarks" / "results" / "sim2real_finetune.json"
