@@ -52,13 +52,18 @@ def batch(seed: int, device: str) -> SimpleNamespace:
     return SimpleNamespace(**{k: to(v) for k, v in fields.items()})
 
 
+def observe_the_same(n: int, *agents) -> None:
+    """The same n observations into every agent's normalizer."""
+    for i in range(n):
+        obs = {"pos": np.full(3, 0.1 * i, np.float32), "vel": np.ones(2, np.float32)}
+        for agent in agents:
+            agent.observe(obs)
+
+
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "d4pg"])
 def test_updates_on_cuda_match_the_cpu(algo):
     cpu, gpu = make(algo, "cpu"), make(algo, "cuda")
-    for i in range(20):
-        obs = {"pos": np.full(3, 0.1 * i, np.float32), "vel": np.ones(2, np.float32)}
-        cpu.observe(obs)
-        gpu.observe(obs)
+    observe_the_same(20, cpu, gpu)
     for i in range(40):
         m_cpu, m_gpu = cpu.update(batch(i, "cpu")), gpu.update(batch(i, "cuda"))
         assert m_gpu["critic_loss"].device.type == "cuda"
@@ -74,10 +79,7 @@ def test_cuda_graph_updates_match_eager_cuda_updates(algo):
     """train.cuda_graphs replays captured graphs: the same updates as eager CUDA, warm-up undone."""
     kw = {"target_noise": 0.2} if algo == "td3" else {}  # same generator seed on both: same smoothing noise
     eager, graphed = make(algo, "cuda", **kw), make(algo, "cuda", cuda_graphs=True, **kw)
-    for i in range(10):
-        obs = {"pos": np.full(3, 0.1 * i, np.float32), "vel": np.ones(2, np.float32)}
-        eager.observe(obs)
-        graphed.observe(obs)
+    observe_the_same(10, eager, graphed)
     for i in range(30):
         a, b = eager.update(batch(i, "cuda")), graphed.update(batch(i, "cuda"))
         assert a.keys() == b.keys()
