@@ -87,6 +87,7 @@ def run_cli(*args, cwd=None):
     (["train", "{cfg}", "--set", "env.id=gym:CartPole-v1"], "Discrete action space"),
     (["train", "{cfg}", "--set", "train.cuda_graphs=true"], "train.cuda_graphs needs train.device: cuda"),
     (["eval", "/nonexistent_run"], "run folder not found"),
+    (["finetune", "/nonexistent_run", "--exploration-std", "-1"], "--exploration-std: expected a number >= 0"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expected):
