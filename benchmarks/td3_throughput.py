@@ -148,14 +148,15 @@ def main() -> None:
         return statistics.median(values) if values else float("nan")
 
     theirs = med(sps["sb3"])
-    names = {"ours": "rlcontrol", "eager": "rlcontrol_eager", "graphs": "rlcontrol_graphs", "sb3": "sb3"}
+    suffix = {"ours": "", "eager": "_eager", "graphs": "_graphs"}  # result keys: rlcontrol{suffix}_sps, ratio{suffix}
     result = {"task": "dmc:cheetah-run", "threads": args.threads, "device": args.device, "sb3_device": args.sb3_device,
               "steps_per_measurement": args.steps, "rounds": args.rounds}
     for arm in arms:
-        result[f"{names[arm]}_sps"] = [round(x, 1) for x in sps[arm]]
-        result[f"{names[arm]}_median"] = round(med(sps[arm]), 1)
+        name = "sb3" if arm == "sb3" else f"rlcontrol{suffix[arm]}"
+        result[f"{name}_sps"] = [round(x, 1) for x in sps[arm]]
+        result[f"{name}_median"] = round(med(sps[arm]), 1)
         if arm != "sb3":
-            result["ratio" + {"ours": "", "eager": "_eager", "graphs": "_graphs"}[arm]] = round(med(sps[arm]) / theirs, 2)
+            result[f"ratio{suffix[arm]}"] = round(med(sps[arm]) / theirs, 2)
     result |= {"torch": torch.__version__,
                "gpu": torch.cuda.get_device_name(0) if "cuda" in (args.device, args.sb3_device) else None}
     if args.json:

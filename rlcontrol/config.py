@@ -291,6 +291,10 @@ def _check_combinations(config: Config, source: str) -> None:
                           f"({agent.cem_samples})")
     if replay.offline_replay is None and replay.offline_pretrain_updates > 0:
         raise ConfigError(f"{source}: replay.offline_pretrain_updates needs replay.offline_replay (a replay file)")
+    t = config.train
+    if t.cuda_graphs and (t.device != "cuda" or t.compile or isinstance(agent, QTOptConfig)):
+        raise ConfigError(f"{source}: train.cuda_graphs needs train.device: cuda, train.compile: false and a "
+                          f"DDPG-family algorithm (ddpg, td3, d4pg; this config: {config.algo})")
     for name, enc in getattr(agent, "encoders", {}).items():
         _check_encoder(enc, f"agent.encoders.{name}", source)
 

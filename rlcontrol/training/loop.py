@@ -102,9 +102,6 @@ class Trainer:
         if t.device == "cuda" and not torch.cuda.is_available():
             raise UserError("train.device is cuda but this torch build sees no CUDA GPU (torch "
                             f"{torch.__version__}); set train.device: cpu or install a CUDA build of torch")
-        if t.cuda_graphs and (t.device != "cuda" or t.compile or config.algo == "qtopt"):
-            raise UserError("train.cuda_graphs needs train.device: cuda, train.compile: false and a DDPG-family "
-                            f"algorithm (ddpg, td3, d4pg; this run: {config.algo})")
         if t.threads:
             torch.set_num_threads(t.threads)
         keep_freed_memory()  # no page faults for the update's short-lived tensors (training/malloc.py)
