@@ -54,27 +54,26 @@ def _int_at_least(minimum: int):
 _positive_int = _int_at_least(1)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def _finite_float(accept, wording: str):
+    """argparse type: a finite float that `accept`s, else "expected {wording}"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (accept(value) and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _finite_float(lambda v: v > 0, "a positive number")
+_non_negative_float = _finite_float(lambda v: v >= 0, "a number >= 0")
 
 
 _non_negative_int = _int_at_least(0)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def _camera_size(text: str) -> tuple[int, int]:
