@@ -1,7 +1,19 @@
 """Q_phi(s, a) as an ensemble of E identical MLPs evaluated together.
 
-DDPG uses E=1, TD3 E=2 (clipped double Q). Outputs (E, B, out_dim); out_dim is 1 for
-scalar critics and the number of atoms for D4PG's categorical critic.
+DDPG uses E=1, TD3 and SAC E=2 (clipped double Q), REDQ E=10 (Chen et al. 2021). Outputs
+(E, B, out_dim); out_dim is 1 for scalar critics and the number of atoms for D4PG's categorical
+critic.
+
+The modern critic options, each off by default (agent.critic_layer_norm, critic_dropout,
+critic_residual_blocks):
+
+    plain / LayerNorm / DroQ    [Linear -> Dropout -> LayerNorm -> ReLU] x L -> Linear
+                                (Hiraoka et al. 2022's order; each part only when enabled)
+    SimBa (residual blocks)     Linear(W) -> [x + Linear(W)(ReLU(Linear(4W)(LayerNorm(x))))] x K
+                                -> LayerNorm -> Linear          (Lee et al. 2024, pre-LN blocks)
+
+Dropout masks come from a torch.Generator the agent hands over (`dropout_generator`), not from
+torch's global RNG, so a checkpoint that stores the agent's generator resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -11,7 +23,28 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rlcontrol.networks.ensemble_linear import EnsembleLinear
+from rlcontrol.networks.ensemble_linear import EnsembleLayerNorm, EnsembleLinear
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with masks drawn from `generator` (x * Bernoulli(1-p) / (1-p))."""
+    if p <= 0.0:
+        return x
+    mask = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
+    return x * mask.div_(1.0 - p)
+
+
+def _affine(layer: EnsembleLinear, x: torch.Tensor, member: int | None) -> torch.Tensor:
+    if member is None:
+        return layer(x)
+    return torch.addmm(layer.bias[member], x, layer.weight[member])
+
+
+def _norm(norm: EnsembleLayerNorm, x: torch.Tensor, member: int | None) -> torch.Tensor:
+    if member is None:
+        return norm(x)
+    return torch.addcmul(norm.bias[member], torch.nn.functional.layer_norm(x, (norm.width,), eps=norm.eps),
+                         norm.weight[member])
 
 
 class EnsembleCritic(nn.Module):
@@ -22,12 +55,31 @@ class EnsembleCritic(nn.Module):
         hidden: Sequence[int] = (256, 256),
         ensemble_size: int = 2,
         out_dim: int = 1,
+        *,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+        residual_blocks: int = 0,
     ):
         super().__init__()
         self.ensemble_size = ensemble_size
         self.out_dim = out_dim
-        dims = [obs_dim + action_dim, *hidden, out_dim]
+        self.dropout_p = float(dropout)
+        self.residual_blocks = residual_blocks
+        self.dropout_generator: torch.Generator | None = None  # set by the agent (its checkpointed generator)
+        in_dim = obs_dim + action_dim
+        if residual_blocks:
+            width = hidden[0]
+            self.input = EnsembleLinear(ensemble_size, in_dim, width)
+            self.block_norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, width) for _ in range(residual_blocks))
+            self.block_up = nn.ModuleList(EnsembleLinear(ensemble_size, width, 4 * width) for _ in range(residual_blocks))
+            self.block_down = nn.ModuleList(EnsembleLinear(ensemble_size, 4 * width, width)
+                                            for _ in range(residual_blocks))
+            self.final_norm = EnsembleLayerNorm(ensemble_size, width)
+            self.output = EnsembleLinear(ensemble_size, width, out_dim)
+            return
+        dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, w) for w in hidden) if layer_norm else None
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """obs (B, obs_dim), action (B, action_dim) -> (E, B, out_dim).
@@ -37,11 +89,23 @@ class EnsembleCritic(nn.Module):
         of the actor update.
         """
         x = torch.cat([obs, action], dim=-1)
+        if self.residual_blocks:
+            return self._residual(x, member)
         *hidden, last = self.layers
-        if member is not None:
-            for layer in hidden:
-                x = torch.relu(torch.addmm(layer.bias[member], x, layer.weight[member]))
-            return torch.addmm(last.bias[member], x, last.weight[member])
-        for layer in hidden:
-            x = torch.relu(layer(x))
-        return last(x)
+        for j, layer in enumerate(hidden):
+            x = _affine(layer, x, member)
+            if self.training and self.dropout_p > 0.0:
+                x = dropout(x, self.dropout_p, self.dropout_generator)
+            if self.norms is not None:
+                x = _norm(self.norms[j], x, member)
+            x = torch.relu(x)
+        return _affine(last, x, member)
+
+    def _residual(self, x: torch.Tensor, member: int | None) -> torch.Tensor:
+        x = _affine(self.input, x, member)
+        for norm, up, down in zip(self.block_norms, self.block_up, self.block_down):
+            h = torch.relu(_affine(up, _norm(norm, x, member), member))
+            if self.training and self.dropout_p > 0.0:
+                h = dropout(h, self.dropout_p, self.dropout_generator)
+            x = x + _affine(down, h, member)
+        return _affine(self.output, _norm(self.final_norm, x, member), member)

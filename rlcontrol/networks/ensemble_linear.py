@@ -47,3 +47,21 @@ class EnsembleLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ensemble_size={self.ensemble_size}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a separate affine (gain, bias) for each of E members.
+
+    x (E, B, W) -> (E, B, W). With E=1 it computes exactly `nn.LayerNorm(W)` (same eps, same
+    initialisation: gain 1, bias 0). Normalising is shared work (one `layer_norm` call); only the
+    affine differs per member, so the twin or REDQ critics stay independent networks.
+    """
+
+    def __init__(self, ensemble_size: int, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.width, self.eps = width, eps
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, width))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, torch.nn.functional.layer_norm(x, (self.width,), eps=self.eps), self.weight)

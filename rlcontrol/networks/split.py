@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcontrol.networks.ensemble_linear import EnsembleLinear
+from rlcontrol.networks.critic import dropout
+from rlcontrol.networks.ensemble_linear import EnsembleLayerNorm, EnsembleLinear
 from rlcontrol.networks.image_encoders import IMAGE_ENCODER_TYPES, build_image_encoder
 
 
@@ -95,8 +96,12 @@ class SplitTrunk(nn.Module):
     """
 
     def __init__(self, obs_spec: Mapping, encoders: Mapping, hidden: Sequence[int], out_dim: int,
-                 ensemble_size: int = 1, extra_dim: int = 0):
+                 ensemble_size: int = 1, extra_dim: int = 0, *, layer_norm: bool = False, dropout: float = 0.0):
         super().__init__()
+        # The trunk's hidden layers as EnsembleCritic's: Linear -> Dropout -> LayerNorm -> ReLU.
+        self.dropout_p = float(dropout)
+        self.dropout_generator: torch.Generator | None = None  # set by the agent
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, w) for w in hidden) if layer_norm else None
         slices = part_slices(obs_spec)
         unknown = sorted(set(encoders) - set(slices))
         if unknown:
@@ -151,6 +156,10 @@ class SplitTrunk(nn.Module):
                 x = torch.cat([x, *joining[j]], dim=-1)
             x = layer(x)
             if j < last:
+                if self.training and self.dropout_p > 0.0:
+                    x = dropout(x, self.dropout_p, self.dropout_generator)
+                if self.norms is not None:
+                    x = self.norms[j](x)
                 x = torch.relu(x)
         return x
 
@@ -158,26 +167,48 @@ class SplitTrunk(nn.Module):
 class SplitActor(nn.Module):
     """a = tanh(trunk(s)), the split counterpart of DeterministicActor: flat obs (B, D) -> (B, A)."""
 
-    def __init__(self, obs_spec: Mapping, encoders: Mapping, action_dim: int, hidden: Sequence[int] = (256, 256)):
+    def __init__(self, obs_spec: Mapping, encoders: Mapping, action_dim: int, hidden: Sequence[int] = (256, 256),
+                 *, layer_norm: bool = False):
         super().__init__()
         self.obs_dim = part_slices_total(obs_spec)
         self.action_dim = action_dim
-        self.trunk = SplitTrunk(obs_spec, encoders, hidden, action_dim, ensemble_size=1)
+        self.trunk = SplitTrunk(obs_spec, encoders, hidden, action_dim, ensemble_size=1, layer_norm=layer_norm)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.trunk(obs)[0])
+
+
+class SplitMLP(nn.Module):
+    """One split trunk with a linear output: flat obs (B, D) -> (B, out_dim). SAC's Gaussian actor
+    uses it as its body (out_dim = 2A: mean and log-std)."""
+
+    def __init__(self, obs_spec: Mapping, encoders: Mapping, out_dim: int, hidden: Sequence[int] = (256, 256),
+                 *, layer_norm: bool = False):
+        super().__init__()
+        self.trunk = SplitTrunk(obs_spec, encoders, hidden, out_dim, ensemble_size=1, layer_norm=layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(obs)[0]
 
 
 class SplitEnsembleCritic(nn.Module):
     """The split counterpart of EnsembleCritic: (obs (B, D), action (B, A)) -> (E, B, out_dim)."""
 
     def __init__(self, obs_spec: Mapping, encoders: Mapping, action_dim: int, hidden: Sequence[int] = (256, 256),
-                 ensemble_size: int = 2, out_dim: int = 1):
+                 ensemble_size: int = 2, out_dim: int = 1, *, layer_norm: bool = False, dropout: float = 0.0):
         super().__init__()
         self.ensemble_size = ensemble_size
         self.out_dim = out_dim
         self.trunk = SplitTrunk(obs_spec, encoders, hidden, out_dim, ensemble_size=ensemble_size,
-                                extra_dim=action_dim)
+                                extra_dim=action_dim, layer_norm=layer_norm, dropout=dropout)
+
+    @property
+    def dropout_generator(self) -> torch.Generator | None:
+        return self.trunk.dropout_generator
+
+    @dropout_generator.setter
+    def dropout_generator(self, generator: torch.Generator | None) -> None:
+        self.trunk.dropout_generator = generator
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, member: int | None = None) -> torch.Tensor:
         # All members are evaluated even for `member=i` (one grouped call per layer; slicing

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rlcontrol.agents.ensemble_targets import reduce_members
+
 
 def support(num_atoms: int, v_min: float, v_max: float, device=None) -> torch.Tensor:
     """The fixed atoms z_1..z_N, evenly spaced from v_min to v_max (float32, (N,))."""
@@ -51,24 +53,38 @@ def categorical_projection(reward: torch.Tensor, discount: torch.Tensor, probs: 
 
 
 def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor, target_actor: nn.Module,
-                  target_critic: nn.Module, atoms: torch.Tensor) -> torch.Tensor:
-    """Projected target distribution Phi T Z (B, N). Call under torch.no_grad()."""
+                  target_critic: nn.Module, atoms: torch.Tensor,
+                  subset_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected target distribution Phi T Z (B, N). Call under torch.no_grad().
+
+    With an ensemble of distributional critics, each sample's target is the distribution of the
+    member with the lowest mean E[Z] (among `subset_mask`'s subset): clipped double Q carried
+    over to distributions by choosing whole distributions, so the target stays a distribution."""
     next_action = target_actor(next_obs)
-    next_logits = target_critic(next_obs, next_action)[0]  # (B, N): D4PG has one critic
-    return categorical_projection(reward, discount, torch.softmax(next_logits, dim=-1), atoms)
+    next_probs = torch.softmax(target_critic(next_obs, next_action), dim=-1)  # (E, B, N)
+    if next_probs.shape[0] == 1:
+        chosen = next_probs[0]
+    else:
+        means = (next_probs * atoms).sum(dim=-1)  # (E, B)
+        if subset_mask is not None:
+            means = means + subset_mask.unsqueeze(-1)
+        lowest = means.argmin(dim=0)  # (B,)
+        chosen = next_probs.gather(0, lowest.view(1, -1, 1).expand(1, -1, next_probs.shape[-1]))[0]
+    return categorical_projection(reward, discount, chosen, atoms)
 
 
 def critic_loss(logits: torch.Tensor, target_probs: torch.Tensor,
                 weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the predicted distribution against the projected target.
 
-    logits (B, N), target_probs (B, N), weights (B,) importance weights or None.
-    Returns (scalar loss, per-sample cross-entropy (B,), detached): the per-sample loss is
-    what prioritized replay uses as the new priority (Barth-Maron et al., Sec. 3).
+    logits (B, N), or (E, B, N) for an ensemble (each member's mean loss, summed); target_probs
+    (B, N); weights (B,) importance weights or None. Returns (scalar loss, per-sample cross-entropy
+    (B,) or (E, B), detached): the per-sample loss is what prioritized replay uses as the new
+    priority (Barth-Maron et al., Sec. 3; an ensemble's is averaged over members by the agent).
     """
     per_sample = -(target_probs * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
     weighted = per_sample * weights if weights is not None else per_sample
-    return weighted.mean(), per_sample.detach()
+    return weighted.mean(dim=-1).sum(), per_sample.detach()
 
 
 def expected_value(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
@@ -76,6 +92,10 @@ def expected_value(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
     return (torch.softmax(logits, dim=-1) * atoms).sum(dim=-1)
 
 
-def actor_loss(actor: nn.Module, critic: nn.Module, obs: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """-mean_k E[Z_phi(s_k, mu_theta(s_k))]: the policy gradient through the distribution's mean."""
-    return -expected_value(critic(obs, actor(obs), member=0), atoms).mean()
+def actor_loss(actor: nn.Module, critic: nn.Module, obs: torch.Tensor, atoms: torch.Tensor,
+               reduce: str = "first") -> torch.Tensor:
+    """-mean_k E[Z_phi(s_k, mu_theta(s_k))]: the policy gradient through the distribution's mean
+    (of the first critic, or the ensemble's min or mean of the members' means)."""
+    if reduce == "first":
+        return -expected_value(critic(obs, actor(obs), member=0), atoms).mean()
+    return -reduce_members(expected_value(critic(obs, actor(obs)), atoms), reduce).mean()

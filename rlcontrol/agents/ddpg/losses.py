@@ -16,16 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlcontrol.agents.ensemble_targets import reduce_members
+
 
 def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor,
-                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor | None = None) -> torch.Tensor:
+                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor | None = None,
+                  subset_mask: torch.Tensor | None = None) -> torch.Tensor:
     """t = r + discount * Q'(s', mu'(s')).  reward, discount: (B,); next_obs (B, obs_dim) -> (B,).
 
     Call under torch.no_grad(): targets carry no gradient. `std_normal` is unused (DDPG's
-    target has no smoothing noise); it keeps the signature TD3's.
+    target has no smoothing noise); it keeps the signature TD3's. With an ensemble of critics
+    Q' is the minimum over the members (over `subset_mask`'s subset: REDQ); one critic is itself.
     """
     next_action = target_actor(next_obs)
-    next_q = target_critic(next_obs, next_action)[0, :, 0]
+    next_q = reduce_members(target_critic(next_obs, next_action)[..., 0], "min", subset_mask)
     return reward + discount * next_q
 
 
@@ -47,6 +51,9 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | N
     return per_sample.mean(dim=1).sum(), td.detach()
 
 
-def actor_loss(actor: nn.Module, critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
-    """-mean_k Q_1(s_k, mu(s_k)): the deterministic policy gradient through the first critic only."""
-    return -critic(obs, actor(obs), member=0).mean()
+def actor_loss(actor: nn.Module, critic: nn.Module, obs: torch.Tensor, reduce: str = "first") -> torch.Tensor:
+    """-mean_k Q(s_k, mu(s_k)): the deterministic policy gradient, through the first critic only
+    (DDPG, TD3: `reduce="first"`, which evaluates no other member) or the ensemble's min or mean."""
+    if reduce == "first":
+        return -critic(obs, actor(obs), member=0).mean()
+    return -reduce_members(critic(obs, actor(obs))[..., 0], reduce).mean()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rlcontrol.agents.ensemble_targets import reduce_members
+
 
 def smoothed_target_action(target_actor: nn.Module, next_obs: torch.Tensor, std_normal: torch.Tensor,
                            noise_std: float, noise_clip: float) -> torch.Tensor:
@@ -26,10 +28,10 @@ def smoothed_target_action(target_actor: nn.Module, next_obs: torch.Tensor, std_
 
 
 def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_obs: torch.Tensor,
-                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor, *,
-                  noise_std: float, noise_clip: float) -> torch.Tensor:
+                  target_actor: nn.Module, target_critic: nn.Module, std_normal: torch.Tensor,
+                  subset_mask: torch.Tensor | None = None, *, noise_std: float, noise_clip: float) -> torch.Tensor:
     """t = r + discount * min_i Q_i'(s', a~'). reward, discount (B,), next_obs (B, obs_dim),
-    std_normal (B, action_dim) -> (B,)."""
+    std_normal (B, action_dim) -> (B,). With `subset_mask` the min runs over REDQ's random subset."""
     next_action = smoothed_target_action(target_actor, next_obs, std_normal, noise_std, noise_clip)
-    next_q = target_critic(next_obs, next_action)[..., 0].amin(dim=0)
+    next_q = reduce_members(target_critic(next_obs, next_action)[..., 0], "min", subset_mask)
     return reward + discount * next_q
