@@ -100,7 +100,19 @@ class DDPGConfig:
     obs_norm: bool = _f(False, "normalize observations with running mean/std (stored with the agent, baked into exports)")
     obs_norm_clip: float = _f(10.0, "clip normalized observations to +-this", min=0.0, min_exclusive=True)
     policy_delay: int = _f(1, "update the actor and targets every d critic updates", min=1)
-    n_critics: int = _f(1, "number of critics in the ensemble", min=1, max=1)
+    n_critics: int = _f(1, "critics in the ensemble (all regress onto one target; REDQ uses 10)", min=1)
+    target_critics: int | None = _f(None, "REDQ (Chen et al. 2021): each target is the minimum over a fresh random "
+                                          "subset of this many critics (None: all of them)", min=1)
+    actor_q: str = _f("first", "what the actor maximises: the first critic (DDPG, TD3), the ensemble's minimum "
+                               "(SAC) or its mean (REDQ, DroQ)", choices=("first", "min", "mean"))
+    critic_layer_norm: bool = _f(False, "LayerNorm after each hidden layer of the critics (Linear -> Dropout -> "
+                                        "LayerNorm -> ReLU): stabilises high update-to-data training")
+    actor_layer_norm: bool = _f(False, "LayerNorm after each hidden layer of the actor (in the exported graph too)")
+    critic_dropout: float = _f(0.0, "dropout rate in the critics' hidden layers, targets included (DroQ, Hiraoka "
+                                    "et al. 2022, uses 0.01 with LayerNorm); in [0, 1)", min=0.0, max=1.0)
+    critic_residual_blocks: int = _f(0, "SimBa (Lee et al. 2024): this many pre-LayerNorm residual blocks of width "
+                                        "critic_hidden[0] (inner 4x) instead of the plain MLP (0: plain); flat "
+                                        "networks only, critic_hidden one width", min=0)
     encoders: dict[str, EncoderConfig] = _f(
         None, "split networks: observation part name -> its own encoder and join layer (empty: one flat MLP); "
               "needs env.obs_format: dict", factory=dict)
@@ -114,6 +126,26 @@ class TD3Config(DDPGConfig):
     n_critics: int = _f(2, "critics whose minimum forms the target (clipped double Q)", min=2)
     target_noise: float = _f(0.2, "std of the target policy smoothing noise", min=0.0)
     target_noise_clip: float = _f(0.5, "clip of the target policy smoothing noise", min=0.0)
+
+
+@dataclass
+class SACConfig(DDPGConfig):
+    """SAC (Haarnoja et al. 2018): tanh-squashed Gaussian actor, twin soft critics, learned temperature.
+
+    Acting samples the policy (exploration_sigma scales its std; distributed actors spread it);
+    evaluation and exports use the deterministic tanh(mean)."""
+
+    n_critics: int = _f(2, "soft Q critics; the target takes the minimum (over target_critics of them)", min=1)
+    actor_q: str = _f("min", "what the actor maximises: the critics' minimum (the paper), their mean (REDQ, DroQ) "
+                             "or the first critic", choices=("first", "min", "mean"))
+    exploration_sigma: float = _f(1.0, "scale of the policy's own std when acting (1: sample the policy, as SAC "
+                                       "does; 0: act deterministically)", min=0.0)
+    init_alpha: float = _f(1.0, "initial entropy temperature alpha", min=0.0, min_exclusive=True)
+    autotune_alpha: bool = _f(True, "learn alpha so the policy's entropy tracks target_entropy (false: alpha fixed)")
+    alpha_lr: float = _f(3e-4, "Adam learning rate of log alpha", min=0.0, min_exclusive=True)
+    target_entropy: float | None = _f(None, "entropy the temperature aims for (None: -action_dim, the paper's choice)")
+    log_std_min: float = _f(-5.0, "lower bound of the policy's log-std (squashed smoothly)")
+    log_std_max: float = _f(2.0, "upper bound of the policy's log-std")
 
 
 @dataclass
@@ -207,7 +239,8 @@ class QTOptConfig:
     obs_norm_clip: float = _f(10.0, "clip normalized observations to +-this", min=0.0, min_exclusive=True)
 
 
-AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig, "qtopt": QTOptConfig}
+AGENT_CONFIGS: dict[str, type] = {"ddpg": DDPGConfig, "td3": TD3Config, "d4pg": D4PGConfig, "sac": SACConfig,
+                                   "qtopt": QTOptConfig}
 
 
 @dataclass
@@ -295,8 +328,38 @@ def _check_combinations(config: Config, source: str) -> None:
     if t.cuda_graphs and (t.device != "cuda" or t.compile or isinstance(agent, QTOptConfig)):
         raise ConfigError(f"{source}: train.cuda_graphs needs train.device: cuda, train.compile: false and a "
                           f"DDPG-family algorithm (ddpg, td3, d4pg; this config: {config.algo})")
+    if isinstance(agent, DDPGConfig):
+        _check_actor_critic(config, source)
     for name, enc in getattr(agent, "encoders", {}).items():
         _check_encoder(enc, f"agent.encoders.{name}", source)
+
+
+def _check_actor_critic(config: Config, source: str) -> None:
+    """The critic options of the DDPG family and SAC, against each other and the algorithm."""
+    agent = config.agent
+    problems = []
+    if agent.target_critics is not None and agent.target_critics > agent.n_critics:
+        problems.append(f"agent.target_critics ({agent.target_critics}) must be <= agent.n_critics "
+                        f"({agent.n_critics}): REDQ's subset is drawn from the ensemble")
+    if agent.critic_dropout >= 1.0:
+        problems.append(f"agent.critic_dropout must be in [0, 1), got {agent.critic_dropout}")
+    if agent.critic_residual_blocks and agent.encoders:
+        problems.append("agent.critic_residual_blocks (SimBa) needs a flat critic; it cannot be combined with "
+                        "agent.encoders (split networks)")
+    if agent.critic_residual_blocks and len(agent.critic_hidden) != 1:
+        problems.append(f"agent.critic_residual_blocks sets the critic's shape: give critic_hidden one width "
+                        f"(the blocks' width), got {agent.critic_hidden}")
+    if isinstance(agent, SACConfig):
+        if agent.exploration != "gaussian":
+            problems.append(f"agent.exploration: {agent.exploration} does not apply to SAC, which explores by "
+                            "sampling its own Gaussian policy (exploration_sigma scales its std)")
+        if not agent.log_std_min < agent.log_std_max:
+            problems.append(f"agent.log_std_min ({agent.log_std_min}) must be < agent.log_std_max "
+                            f"({agent.log_std_max})")
+    if config.train.cuda_graphs and (isinstance(agent, SACConfig) or agent.critic_dropout > 0):
+        problems.append("train.cuda_graphs supports DDPG, TD3 and D4PG without critic_dropout (not yet SAC or DroQ)")
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
 
 
 def _check_encoder(enc: EncoderConfig, prefix: str, source: str) -> None:

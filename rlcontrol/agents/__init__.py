@@ -6,7 +6,7 @@ from rlcontrol.agents.learner import DeterministicPolicyAgent
 from rlcontrol.agents.qtopt.agent import QTOptAgent
 from rlcontrol.errors import ConfigError
 
-ALGORITHMS = ("ddpg", "td3", "d4pg", "qtopt")
+ALGORITHMS = ("ddpg", "td3", "d4pg", "sac", "qtopt")
 
 
 def make_agent(config, env_spec) -> DeterministicPolicyAgent | QTOptAgent:

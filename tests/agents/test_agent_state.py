@@ -8,11 +8,17 @@ import pytest
 import torch
 
 from rlcontrol.agents.learner import DeterministicPolicyAgent
-from rlcontrol.config import DDPGConfig, TD3Config
+from rlcontrol.config import DDPGConfig, SACConfig, TD3Config
+
+CONFIGS = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig}
+# The critic options of issue 16 draw random numbers inside the update (dropout masks, REDQ subsets):
+# they must come from the agent's checkpointed generator for a resumed agent to continue identically.
+DROQ_REDQ = {"n_critics": 4, "target_critics": 2, "critic_dropout": 0.1, "critic_layer_norm": True,
+             "actor_layer_norm": True, "actor_q": "mean"}
 
 
 def make(algo, seed=0, **kw):
-    cfg = (TD3Config if algo == "td3" else DDPGConfig)(actor_hidden=[32], critic_hidden=[32], batch_size=16, **kw)
+    cfg = CONFIGS[algo](**{"actor_hidden": [32], "critic_hidden": [32], "batch_size": 16, **kw})
     return DeterministicPolicyAgent(algo, cfg, {"pos": (3,), "vel": (2,)}, 2, seed=seed, prioritized=True)
 
 
@@ -25,9 +31,12 @@ def batch(seed):
                            weights=torch.rand(16, generator=g), indices=torch.arange(16))
 
 
-@pytest.mark.parametrize("algo", ["ddpg", "td3"])
-def test_save_load_round_trip_continues_identically(algo):
-    a = make(algo, obs_norm=True, exploration="ou")
+@pytest.mark.parametrize("algo, options", [
+    ("ddpg", {"exploration": "ou"}), ("td3", {"exploration": "ou"}), ("sac", {}), ("sac", DROQ_REDQ),
+    ("td3", DROQ_REDQ), ("ddpg", {"critic_hidden": [32], "critic_residual_blocks": 2}),
+])
+def test_save_load_round_trip_continues_identically(algo, options):
+    a = make(algo, obs_norm=True, **options)
     for i in range(5):
         a.observe({"pos": np.full(3, i, np.float32), "vel": np.ones(2, np.float32)})
         a.update(batch(i))
@@ -35,7 +44,7 @@ def test_save_load_round_trip_continues_identically(algo):
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
-    b = make(algo, seed=123, obs_norm=True, exploration="ou")  # different init, overwritten by load
+    b = make(algo, seed=123, obs_norm=True, **options)  # different init, overwritten by load
     b.load_state_dict(torch.load(buf, weights_only=True))
     b.noise_rng.bit_generator.state = a.noise_rng.bit_generator.state
     obs = {"pos": np.array([0.1, 0.2, 0.3], np.float32), "vel": np.array([1.0, -1.0], np.float32)}
@@ -58,8 +67,9 @@ def test_same_seed_same_agent_different_seed_different_agent():
         assert torch.equal(a.update(batch(i))["critic_loss"], b.update(batch(i))["critic_loss"])
 
 
-def test_policy_module_matches_act():
-    a = make("td3", obs_norm=True)
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_policy_module_matches_act(algo):
+    a = make(algo, obs_norm=True)
     for i in range(10):
         a.observe({"pos": np.random.default_rng(i).normal(size=3).astype(np.float32), "vel": np.ones(2, np.float32)})
     policy = a.policy()
