@@ -52,11 +52,12 @@ class MetricsLogger:
                 self._tb.add_scalar(key, value, env_steps)
         self._jsonl.write(json.dumps(record) + "\n")
 
-    def log_eval(self, env_steps: int, returns: list[float]) -> None:
+    def log_eval(self, env_steps: int, returns: list[float], train_seconds: float | None = None) -> None:
         mean = sum(returns) / len(returns)
         std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
         self._eval.write(f"{env_steps},{mean:.6f},{std:.6f},{len(returns)}\n")
-        self.log(env_steps, {"eval/mean_return": mean, "eval/std_return": std})
+        extra = {} if train_seconds is None else {"eval/train_seconds": train_seconds}
+        self.log(env_steps, {"eval/mean_return": mean, "eval/std_return": std} | extra)
 
     def log_text(self, tag: str, text: str) -> None:
         if self._tb is not None:

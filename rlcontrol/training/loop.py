@@ -231,7 +231,9 @@ class Trainer:
                            self.state.evals_done)
         self.state.evals_done += 1
         self.state.last_eval_return = float(np.mean(returns))
-        self.logger.log_eval(self.state.env_steps, returns)
+        # Training wall-clock so far (acting + learning, evaluations and checkpoints excluded): what
+        # benchmarks compare as "minutes to reach a return".
+        self.logger.log_eval(self.state.env_steps, returns, train_seconds=self.state.train_seconds)
 
     # ------------------------------------------------------------------ the loop
 
