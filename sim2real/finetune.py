@@ -86,8 +86,8 @@ def _load_agent(run_dir: Path):
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
-    if config.algo not in ("td3", "ddpg"):
-        raise UserError(f"finetune: {run_dir} is a {config.algo} run; live fine-tuning trains TD3 or DDPG runs")
+    if config.algo not in ("td3", "ddpg", "sac"):
+        raise UserError(f"finetune: {run_dir} is a {config.algo} run; live fine-tuning trains TD3, DDPG or SAC runs")
     ckpts = CheckpointManager(run_dir / "checkpoints")
     latest = ckpts.latest()
     if latest is None:

@@ -35,6 +35,9 @@ CASES = [
     ("d4pg", "dmc:cartpole-swingup", "flat", True, None),
     ("td3", "dmc:cheetah-run", "dict", True, MLP_SPLIT),
     ("d4pg", "dmc:cheetah-run", "dict", False, CONV_SPLIT),
+    # SAC exports its deterministic action tanh(mean): the mean half of the Gaussian head.
+    ("sac", "dmc:cartpole-swingup", "flat", True, None),
+    ("sac", "dmc:cheetah-run", "dict", True, MLP_SPLIT),
     # QT-Opt: normalizer + Q network + CEM over a fixed noise buffer (1-D and 6-D actions).
     ("qtopt", "dmc:cartpole-swingup", "flat", True, None),
     ("qtopt", "dmc:cheetah-run", "dict", False, None),
@@ -215,3 +218,12 @@ def test_image_encoder_policies_export_with_uint8_images(tmp_path, make_run_dir,
     first, second = (policy.act({"pixels": rng.integers(0, 256, (3, 32, 32), dtype=np.uint8), "state": state}).copy()
                      for _ in range(2))
     assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_layer_norm_actor_exports_with_parity(tmp_path, make_run_dir, algo):
+    """agent.actor_layer_norm puts LayerNorm into the exported graph; parity holds as for plain MLPs."""
+    run_dir = make_run_dir(algo, "dmc:cheetah-run", "flat", True, agent={"actor_layer_norm": True,
+                                                                          "critic_layer_norm": True})
+    summary = export_run(run_dir, tmp_path / "policy.onnx", parity_samples=500)
+    assert summary["parity"]["ok"], summary["parity"]

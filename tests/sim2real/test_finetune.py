@@ -110,16 +110,18 @@ def test_reorder_buffer_releases_in_stamp_order():
     assert [k for k, _ in buffer.pop_ready(None)] == ["e"]
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A TD3 cartpole-balance run with a checkpoint (a few hundred steps: only the plumbing matters)."""
+@pytest.fixture(scope="module", params=["td3", "sac"])
+def small_run(tmp_path_factory, request):
+    """A TD3 (or SAC, at 2 updates per step) cartpole-balance run with a checkpoint (a few hundred
+    steps: only the plumbing matters)."""
     from rlcontrol.config import load_config
     from rlcontrol.training.loop import train
 
     run = tmp_path_factory.mktemp("run")
+    sac = ["algo=sac", "train.updates_per_step=2", "agent.critic_layer_norm=true"] if request.param == "sac" else []
     config = load_config("configs/td3_cartpole_balance.yaml", overrides=[
         "train.total_env_steps=1200", "train.learning_starts=400", "train.checkpoint_every=800",
-        "train.eval_every=0", "agent.batch_size=32"])
+        "train.eval_every=0", "agent.batch_size=32", *sac])
     train(config, run, progress=False)
     return run
 
