@@ -72,9 +72,14 @@ def filled_replay(n: int = 64) -> ReplayBuffer:
     return replay
 
 
+def trunk(module: torch.nn.Module):
+    """The split trunk of an actor or critic (SAC's Gaussian actor keeps it in its body)."""
+    return module.trunk if hasattr(module, "trunk") else module.body.trunk
+
+
 def encoder_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The image encoder's tensors in a split actor/critic (trunk.encoders.0 is the pixels part)."""
-    return {k: v.detach().clone() for k, v in module.trunk.encoders[0].state_dict().items()}
+    return {k: v.detach().clone() for k, v in trunk(module).encoders[0].state_dict().items()}
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -129,29 +134,32 @@ def test_critic_loss_reaches_only_a_trainable_vae(trainable, vae_file):
 # ----------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("algo", ["ddpg", "td3", "d4pg"])
+@pytest.mark.parametrize("algo", ["ddpg", "td3", "d4pg", "sac"])
 def test_frozen_vae_never_changes_while_everything_else_trains(algo, vae_file):
     agent = make_agent(agent_config(algo, {"pixels": vae_encoder(vae_file)}), Spec())
     file_weights = load_vae(vae_file)[0].encoder.state_dict()
-    trunk_before = agent.actor.trunk.layers[1].weight.detach().clone()
+    trunk_before = trunk(agent.actor).layers[1].weight.detach().clone()
     replay = filled_replay()
     for _ in range(4):
         agent.update(replay.sample(16))
     for net in (agent.actor, agent.critic, agent.actor_target, agent.critic_target):
-        state = net.trunk.encoders[0].encoder.state_dict()
+        state = trunk(net).encoders[0].encoder.state_dict()
         assert all(torch.equal(state[k], file_weights[k]) for k in file_weights), net
-    assert not torch.equal(agent.actor.trunk.layers[1].weight, trunk_before)
+    assert not torch.equal(trunk(agent.actor).layers[1].weight, trunk_before)
     # Kept in the policy file (export and eval rebuild the same features), absent from the optimizers.
     policy = agent.policy_state_dict()["actor"]
-    assert torch.equal(policy["trunk.encoders.0.encoder.mu.weight"], file_weights["mu.weight"])
-    assert len(agent.actor_opt.params) == len(list(agent.actor.trunk.layers.parameters()))
+    prefix = "body." if algo == "sac" else ""
+    assert torch.equal(policy[f"{prefix}trunk.encoders.0.encoder.mu.weight"], file_weights["mu.weight"])
+    assert len(agent.actor_opt.params) == len(list(trunk(agent.actor).layers.parameters()))
 
 
-@pytest.mark.parametrize("encoder", ["conv2d", "vae_trainable"])
-def test_trained_image_encoders_change_and_targets_follow(encoder, vae_file):
+@pytest.mark.parametrize("encoder, algo", [("conv2d", "td3"), ("vae_trainable", "td3"), ("conv2d", "sac")])
+def test_trained_image_encoders_change_and_targets_follow(encoder, algo, vae_file):
     enc = CONV2D if encoder == "conv2d" else vae_encoder(vae_file, trainable=True)
-    agent = make_agent(agent_config("td3", {"pixels": enc}), Spec())
-    nets = (agent.actor, agent.critic, agent.actor_target, agent.critic_target)
+    agent = make_agent(agent_config(algo, {"pixels": enc}), Spec())
+    # (SAC's target samples the current actor: only its critic has a tracked target copy.)
+    nets = (agent.actor, agent.critic, agent.critic_target) if algo == "sac" else (
+        agent.actor, agent.critic, agent.actor_target, agent.critic_target)
     before = [encoder_state(net) for net in nets]
     replay = filled_replay()
     for _ in range(4):

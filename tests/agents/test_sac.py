@@ -237,3 +237,26 @@ def test_sac_agent_update_raises_q_and_tunes_alpha():
     assert samples.std(0).min() > 0.05 and not np.allclose(samples.mean(0), samples[0])
     assert np.allclose(np.arctanh(np.clip(samples, -0.999999, 0.999999)).mean(0), np.arctanh(det), atol=0.3)
     assert math.isfinite(metrics["critic_loss"].item())
+
+
+def test_sac_with_dict_observations_prioritized_n_step_replay():
+    """PER priorities are SAC's |TD error| (mean over the critics); n-step transitions arrive as
+    (discounted reward, gamma^m) and need nothing else."""
+    from rlcontrol.replay import NStepAccumulator, make_replay
+
+    spec = {"position": (3,), "velocity": (2,)}
+    agent = DeterministicPolicyAgent("sac", SACConfig(actor_hidden=[32], critic_hidden=[32], batch_size=32,
+                                                      n_critics=3, target_critics=2), spec, 1, prioritized=True)
+    replay = make_replay(1000, spec, 1, prioritized=True, seed=0)
+    acc, rng = NStepAccumulator(3, 0.99), np.random.default_rng(0)
+    obs = {"position": np.zeros(3, np.float32), "velocity": np.zeros(2, np.float32)}
+    for t in range(200):
+        nxt = {k: rng.standard_normal(v).astype(np.float32) for k, v in spec.items()}
+        for transition in acc.add(obs, agent.act(obs, explore=True), 1.0, nxt, False, t % 50 == 49):
+            replay.add(transition)
+        obs = nxt
+    batch = replay.sample(32)
+    metrics = agent.update(batch)
+    assert metrics["priority"].shape == (32,) and torch.all(metrics["priority"] >= 0)
+    replay.update_priorities(batch.indices, metrics["priority"])
+    assert batch.reward.max() > 1.5  # 3-step returns

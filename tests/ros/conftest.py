@@ -259,6 +259,18 @@ def reference_obs(cartpole_policy) -> list[tuple[dict[str, list[float]], tuple[f
 
 
 @pytest.fixture(scope="session")
+def sac_cartpole_policy(tmp_path_factory) -> Path:
+    """The same task as `cartpole_policy` with an (untrained, normalized) SAC policy: the graph is
+    the Gaussian actor's deterministic tanh(mean)."""
+    return _export_cartpole_policy(tmp_path_factory.mktemp("ros_sac_policy"), algo="sac")
+
+
+@pytest.fixture(scope="session")
+def sac_reference_obs(sac_cartpole_policy) -> list[tuple[dict[str, list[float]], tuple[float, ...]]]:
+    return reference_observations(sac_cartpole_policy)
+
+
+@pytest.fixture(scope="session")
 def qtopt_reference_obs(qtopt_cartpole_policy) -> list[tuple[dict[str, list[float]], tuple[float, ...]]]:
     return reference_observations(qtopt_cartpole_policy)
 

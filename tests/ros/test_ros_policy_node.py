@@ -87,13 +87,14 @@ def test_active_commands_follow_policy_at_control_rate(cartpole_policy, start_po
     assert proc.poll() is None
 
 
-def test_qtopt_policy_runs_through_the_same_node(qtopt_cartpole_policy, qtopt_reference_obs, start_policy_node,
-                                                operator):
-    """QT-Opt's CEM policy is an ONNX graph like any other: the node commands exactly what the
-    runtime computes in this process for each observation, at the control rate."""
-    assert runtime.load(qtopt_cartpole_policy).metadata.algorithm == "qtopt"
-    (obs_a, action_a), (obs_b, action_b) = qtopt_reference_obs
-    proc, log = start_policy_node(qtopt_cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5)
+@pytest.mark.parametrize("algo", ["qtopt", "sac"])
+def test_other_agents_policies_run_through_the_same_node(algo, request, start_policy_node, operator):
+    """QT-Opt's CEM policy and SAC's tanh(mean) are ONNX graphs like any other: the node commands
+    exactly what the runtime computes in this process for each observation, at the control rate."""
+    policy = request.getfixturevalue(f"{algo}_cartpole_policy")
+    assert runtime.load(policy).metadata.algorithm == algo
+    (obs_a, action_a), (obs_b, action_b) = request.getfixturevalue(f"{algo}_reference_obs")
+    proc, log = start_policy_node(policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5)
     operator.obs = obs_a
     _bring_up(operator)
     assert operator.spin_until(lambda: operator.commands and _close(operator.commands[-1][1], action_a)), \
