@@ -1,4 +1,5 @@
-"""benchmarks/sample_efficiency.py: threshold crossings, the gymnasium adapter, a resumed SB3 run, bad input."""
+"""benchmarks/sample_efficiency.py and its SB3 peer (benchmarks/sb3_peer.py): threshold crossings, the gymnasium
+adapter, a resumed SB3 run, bad input."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 import envs
 from benchmarks import sample_efficiency as se
+from benchmarks import sb3_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["agent.batch_size=32", "agent.actor_hidden=[32, 32]", "agent.critic_hidden=[32, 32]"]
@@ -50,7 +52,7 @@ def test_summary_ratios_and_never_reached_note():
 
 def test_gym_adapter_matches_envs_make():
     actions = np.random.default_rng(0).uniform(-1, 1, (20, 1)).astype(np.float32)
-    adapter = se.make_gym_env("dmc:cartpole-swingup", seed=3, action_repeat=4)
+    adapter = sb3_peer.make_gym_env("dmc:cartpole-swingup", seed=3, action_repeat=4)
     direct = envs.make("dmc:cartpole-swingup", seed=3, action_repeat=1)
     assert adapter.action_space.low.tolist() == [-1.0] and adapter.action_space.high.tolist() == [1.0]
     obs, _ = adapter.reset(seed=11)
@@ -72,7 +74,7 @@ def test_gym_adapter_matches_envs_make():
 def test_gym_adapter_episode_end_is_truncation_and_episode_seeds_follow_rlcontrol():
     from rlcontrol.training.evaluate import episode_seed
 
-    adapter = se.make_gym_env("dmc:cartpole-swingup", seed=5, action_repeat=8)
+    adapter = sb3_peer.make_gym_env("dmc:cartpole-swingup", seed=5, action_repeat=8)
     direct = envs.make("dmc:cartpole-swingup", seed=5, action_repeat=8)
     # reset() without a seed starts training episode k with rlcontrol's seed for it.
     obs, _ = adapter.reset()
@@ -97,13 +99,13 @@ def test_sb3_arm_resumes_to_the_full_run(tmp_path):
     config = ROOT / "configs" / "td3_cartpole_swingup.yaml"
     run_dir = tmp_path / "sb3"
     kwargs = dict(threads=1, eval_episodes=1, overrides=TINY, learning_starts=400)
-    first = se.train_sb3(config, run_dir, 0, 2000, 1000, stop_after=1000, **kwargs)  # "interrupted" at 1000
+    first = sb3_peer.train_sb3(config, run_dir, 0, 2000, 1000, stop_after=1000, **kwargs)  # "interrupted" at 1000
     assert first["status"] == "stopped" and first["env_steps"] == 1000
     assert not (run_dir / "summary.json").exists()
     state = json.loads((run_dir / "checkpoints" / f"{1000:012d}" / "state.json").read_text())
     assert state["episodes_completed"] == 1 and [p[0] for p in state["curve"]] == [1000]
 
-    summary = se.train_sb3(config, run_dir, 0, 2000, 1000, **kwargs)  # the same command again continues it
+    summary = sb3_peer.train_sb3(config, run_dir, 0, 2000, 1000, **kwargs)  # the same command again continues it
     assert summary["env_steps"] == 2000 and summary["episodes"] == 2
     assert [p[0] for p in summary["curve"]] == [1000, 2000]
     assert summary["curve"][0] == state["curve"][0]  # the first segment's evaluation is kept
@@ -114,7 +116,7 @@ def test_sb3_arm_resumes_to_the_full_run(tmp_path):
     assert replay.size() == 250  # all 2000 / 8 transitions: the first segment's replay was loaded
     assert json.loads((run_dir / "evals.json").read_text()) == summary["curve"]
     # Finished: read back, not retrained.
-    assert se.train_sb3(config, run_dir, 0, 2000, 1000, **kwargs)["curve"] == summary["curve"]
+    assert sb3_peer.train_sb3(config, run_dir, 0, 2000, 1000, **kwargs)["curve"] == summary["curve"]
     # The parent reads the same run back from its run dir.
     result = se.finished_result("sb3", "cartpole_swingup", 0, run_dir, 2000, 8, 1000)
     assert result["final_return"] == summary["eval_return"] and result["threshold_env_steps"] is None
