@@ -1,31 +1,71 @@
 """The sim2real demonstration: a policy trained in simulation meets a "real robot" stand-in it was
 not trained on, and four ways of dealing with the gap are measured on the same stand-in episodes.
 
-    python -m benchmarks.sim2real_finetune [--out runs/sim2real] [--finetune-s 240] [--rtf 4]
+    # today's baseline: TD3 sim policy, fine-tuned at 1 update per robot transition
+    python -m benchmarks.sim2real_finetune --agent td3 --finetune-s 240 --rtf 4 --exploration-std 0.2
+    # the sample-efficient arm: SAC sim policy, fine-tuned at 2 updates per robot transition
+    python -m benchmarks.sim2real_finetune --agent sac --updates-per-transition 2 --finetune-s 240 --rtf 4 \
+        --exploration-std 0.2
+    # the table for docs/benchmarks.md (no training)
+    python -m benchmarks.sim2real_finetune --compare benchmarks/results/sim2real_finetune.json \
+        benchmarks/results/sim2real_finetune_sac.json
 
 The stand-in is the simulated robot node (ros_nodes/sim_robot.py) with hidden physics: a motor 5x
 weaker (actuator_gain 0.2) and a cart and pole twice as heavy (mass 2.0) as the model, on
 dmc:cartpole-balance. Steps (each reuses its result if it is already in --out):
 
-1. sim:      TD3 trained on the nominal simulator (configs/td3_cartpole_balance.yaml, 120k env steps)
+1. sim:      the sim policy, trained on the nominal simulator for --sim-steps env steps (120k):
+             configs/td3_cartpole_balance.yaml (--agent td3) or configs/sac_cartpole_balance.yaml
+             (--agent sac: the same networks, replay and budget, with the sample-efficiency recipe)
 2. dr:       TD3 trained with domain randomization (configs/td3_cartpole_balance_dr.yaml)
 3. sysid:    the sim policy deployed on the stand-in over ROS 2 and recorded (rosbag2, with
              /joint_states); `rlcontrol sysid` fits the motor's effective gain and the latency to
              the recording (configs/sysid_cartpole_balance.yaml: a heavier cart is the same motion
              as a weaker motor); TD3 trained on the fitted simulator
-4. finetune: `rlcontrol finetune` on the stand-in over ROS 2 for --finetune-s seconds, starting
-             from the sim policy; the last policy the policy node accepted is evaluated
+4. finetune: `rlcontrol finetune` on the stand-in over ROS 2 for --finetune-s seconds at
+             --updates-per-transition updates per robot transition, starting from the sim policy
+5. versions: every policy version the learner exported (OUT/finetune/policy-vNNNN.onnx; every k-th
+             with --eval-every-version k, the last one always) is evaluated, which gives the share of
+             the gap closed over robot time. Recomputed from an existing --out without fine-tuning
+             again (evaluations are cached in OUT/version_evals.json by the ONNX file's sha256)
 
-Every policy is evaluated deterministically in process on the same stand-in episodes (seeds), and
-the sim policy also on the nominal simulator. Results: benchmarks/results/sim2real_finetune.json and
-docs/figures/sim2real_finetune.png (returns per method, and the fine-tuning curve).
+The DR and sysid arms are TD3 whatever --agent says. With --agent sac both are skipped by default
+(--no-skip-dr / --no-skip-sysid to run them): the issue's question is the fine-tuning arm. The gap
+is per agent: the agent's own sim policy in simulation minus the same policy on the stand-in.
+
+Every policy is evaluated deterministically in process on the same stand-in episodes (EVAL_SEEDS),
+and the sim policy also on the nominal simulator. "gap closed" of a version is
+(its mean return - the sim policy's on the stand-in) / (the sim policy's in sim - on the stand-in).
+
+Robot time. Each version's ``robot_s`` is the robot's own clock at its export: the number of
+robot transitions the learner had taken from the transition log when it exported the version
+("transitions" in OUT/finetune/finetune.jsonl) times the control period (0.04 s here: 0.01 s
+physics step x action repeat 4). Every policy transition is one control period of the stand-in's
+simulated time, whatever real-time factor it ran at, and whether or not the learner kept up; e-stop
+interventions (none on this stand-in) and steps the recorder dropped are not counted. ``wall_s`` is
+the learner's wall clock at the export (finetune.jsonl's "wall_s"), whose origin is the learner's
+start, a few seconds before the robot is activated; so wall_s x rtf overstates robot time by those
+seconds x rtf, which is why the transition count is used. Version 0 (the sim policy, evaluated from
+the sim run) is at robot time 0. "Robot seconds to close 50% / 90% of the gap" is the robot_s of the
+first version whose gap closed is at least 0.5 / 0.9 (None if none is).
+
+Exploration. The deployed ONNX policy is deterministic for both agents (SAC exports tanh(mean)), so
+on the robot the exploration comes from the policy node's Gaussian noise (--exploration-std, 0.2 of
+each action's half range, before the safety layer) for SAC as for TD3; SAC's stochastic policy is
+not sampled on the robot. Its learned temperature still shapes the updates (the entropy terms).
+
+Results: benchmarks/results/<name>.json (sim2real_finetune for td3, sim2real_finetune_sac for sac,
+or --name) and docs/figures/<name>.png: returns per method, the fine-tuning episodes over ROS 2, and
+the gap closed per version over robot time.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -38,6 +78,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV_ID, ACTION_REPEAT = "dmc:cartpole-balance", 4
 STAND_IN = {"physics": {"actuator_gain": [0.2, 0.2], "mass": [2.0, 2.0]}}
 EVAL_SEEDS = [1000 + i for i in range(10)]
+AGENTS = ("td3", "sac")
+DEFAULT_OUT = {"td3": "runs/sim2real", "sac": "runs/sim2real-sac"}
+DEFAULT_NAME = {"td3": "sim2real_finetune", "sac": "sim2real_finetune_sac"}
+SHARES = (0.5, 0.9)
+VERSION_FILE = re.compile(r"^policy-v(\d+)\.onnx$")
+VERSION_EVALS = "version_evals.json"
 
 
 def rlcontrol(*args, timeout: float = 3600) -> dict:
@@ -61,6 +107,14 @@ def stand_in_env(seed: int, stand_in: dict | None):
 
     env = envs.make(ENV_ID, seed=seed, action_repeat=ACTION_REPEAT)
     return RandomizedEnv(env, DomainRandomization.from_dict(stand_in), seed=seed) if stand_in else env
+
+
+def control_period() -> float:
+    """Seconds of the robot's (simulated) time per agent step, action repeat included."""
+    env = stand_in_env(0, None)
+    period = float(env.spec.control_period)
+    env.close()
+    return period
 
 
 def returns(act, stand_in: dict | None) -> list[float]:
@@ -90,8 +144,8 @@ def onnx_policy(path: Path):
     return lambda obs: unscale_action(policy.act(np.asarray(obs, np.float32)).copy(), low, high)
 
 
-def sysid_run(out: Path, sim_run: Path) -> tuple[Path, dict]:
-    """Record the sim policy on the stand-in, fit the simulator, train on the fitted simulator."""
+def sysid_run(out: Path, sim_run: Path, steps: int) -> tuple[Path, dict]:
+    """Record the sim policy on the stand-in, fit the simulator, train TD3 on the fitted simulator."""
     import yaml
 
     policy = out / "sim_policy.onnx"
@@ -113,13 +167,18 @@ def sysid_run(out: Path, sim_run: Path) -> tuple[Path, dict]:
     config["replay"]["capacity"] = 200000
     path = out / "td3_cartpole_balance_sysid.yaml"
     path.write_text(yaml.safe_dump(config))
-    return train(path, out / "sysid_run", "--steps", 120000), fit
+    return train(path, out / "sysid_run", "--steps", steps), fit
 
 
 def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str]) -> dict:
     path = out / "finetune.json"
     if path.exists():
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if result.get("settings") != extra or result.get("real_time_factor") != rtf:
+            print(f"warning: reusing {path}, fine-tuned with {result.get('settings')} at real-time factor "
+                  f"{result.get('real_time_factor')}, not {extra} at {rtf}; use another --out to fine-tune anew",
+                  file=sys.stderr)
+        return result
     result = rlcontrol("finetune", sim_run, "--out", out / "finetune", "--stand-in", json.dumps(STAND_IN),
                        "--duration", seconds, "--real-time-factor", rtf,
                        "--learning-starts", 1000, "--export-every", 500, *extra, timeout=seconds + 900)
@@ -128,76 +187,312 @@ def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[s
     return result
 
 
-def plot(results: dict, tuned: dict, path: Path) -> None:
+# ---------------------------------------------------------------------- per-version curve
+
+
+def export_times(finetune_dir: Path, period: float) -> dict[int, dict]:
+    """Version -> {robot_s, wall_s, transitions, updates} from the learner's finetune.jsonl.
+
+    robot_s = transitions the learner had taken from the log at the export x the control period
+    (the robot's own clock); wall_s = the learner's wall clock (origin: the learner's start). A
+    restarted learner continues its version numbers; a version logged twice keeps its first row.
+    """
+    path = finetune_dir / "finetune.jsonl"
+    times: dict[int, dict] = {}
+    if not path.exists():
+        return times
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            version, transitions = int(row["version"]), int(row["transitions"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a torn last line, or not an export row
+        if version not in times:
+            times[version] = {"robot_s": round(transitions * period, 3), "wall_s": row.get("wall_s"),
+                              "transitions": transitions, "updates": row.get("updates")}
+    return times
+
+
+def version_files(finetune_dir: Path) -> dict[int, Path]:
+    """The learner's exports, version -> path (v0000 is the sim policy's export, not the learner's)."""
+    found = {}
+    for path in finetune_dir.glob("policy-v*.onnx"):
+        match = VERSION_FILE.match(path.name)
+        if match and int(match.group(1)) > 0:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def select_versions(versions: list[int], every: int) -> list[int]:
+    """Every `every`-th version (every-th, 2*every-th, ...) and always the last one."""
+    versions = sorted(versions)
+    chosen = [v for i, v in enumerate(versions, 1) if i % max(1, every) == 0]
+    if versions and versions[-1] not in chosen:
+        chosen.append(versions[-1])
+    return chosen
+
+
+def gap_share(mean: float, on_stand_in: float, in_sim: float) -> float | None:
+    """Share of the gap closed: 0 at the sim policy on the stand-in, 1 at the sim policy in sim."""
+    gap = in_sim - on_stand_in
+    return None if gap <= 0 else float((mean - on_stand_in) / gap)
+
+
+def first_crossing(curve: list[dict], share: float) -> dict | None:
+    """The first point (in robot time) whose gap closed is at least `share`, or None."""
+    for point in sorted(curve, key=lambda p: (p["robot_s"], p["version"])):
+        if point.get("gap_closed") is not None and point["gap_closed"] >= share:
+            return point
+    return None
+
+
+def curve_summary(curve: list[dict]) -> dict:
+    """Robot (and learner wall) seconds to first close each share of the gap; the best and the final version."""
+    def brief(p):
+        return None if p is None else {k: p.get(k) for k in ("version", "robot_s", "wall_s", "mean", "gap_closed")}
+
+    scored = [p for p in curve if p.get("gap_closed") is not None]
+    return {"time_to_gap_closed": {str(s): brief(first_crossing(curve, s)) for s in SHARES},
+            "best": brief(max(scored, key=lambda p: (p["gap_closed"], -p["robot_s"]), default=None)),
+            "final": brief(max(curve, key=lambda p: p["version"], default=None))}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def evaluate_versions(out: Path, finetune_dir: Path, every: int, v0: list[float], in_sim: list[float],
+                      period: float) -> tuple[list[dict], dict[int, list[float]], float | None]:
+    """The gap-closed curve over robot time: (curve, returns per version, mean seconds per evaluation)."""
+    times = export_times(finetune_dir, period)
+    files = version_files(finetune_dir)
+    cache_path = out / VERSION_EVALS
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    on_stand_in, sim_mean = float(np.mean(v0)), float(np.mean(in_sim))
+    curve = [{"version": 0, "robot_s": 0.0, "wall_s": 0.0, "transitions": 0, "updates": 0,
+              "mean": on_stand_in, "std": float(np.std(v0)), "gap_closed": gap_share(on_stand_in, on_stand_in, sim_mean)}]
+    all_returns, spent = {0: v0}, []
+    for version in select_versions(list(files), every):
+        if version not in times:
+            print(f"warning: {files[version].name} has no row in finetune.jsonl; left out", file=sys.stderr)
+            continue
+        key, digest = f"v{version:04d}", _sha256(files[version])
+        entry = cache.get(key)
+        if not entry or entry.get("sha256") != digest or entry.get("eval_seeds") != EVAL_SEEDS:
+            t0 = time.perf_counter()
+            entry = {"sha256": digest, "eval_seeds": EVAL_SEEDS, "returns": returns(onnx_policy(files[version]), STAND_IN)}
+            spent.append(time.perf_counter() - t0)
+            cache[key] = entry
+            cache_path.write_text(json.dumps(cache, indent=1))  # resumable mid-way
+        rets = entry["returns"]
+        all_returns[version] = rets
+        mean = float(np.mean(rets))
+        curve.append({"version": version, **times[version], "mean": mean, "std": float(np.std(rets)),
+                      "gap_closed": gap_share(mean, on_stand_in, sim_mean)})
+    return curve, all_returns, (float(np.mean(spent)) if spent else None)
+
+
+def print_curve(curve: list[dict], rows: int = 16) -> None:
+    marked = {p["version"] for p in (first_crossing(curve, s) for s in SHARES) if p}
+    scored = [p for p in curve if p.get("gap_closed") is not None]
+    if scored:
+        marked.add(max(scored, key=lambda p: p["gap_closed"])["version"])
+    step = max(1, -(-len(curve) // rows))
+    shown = [p for i, p in enumerate(curve) if i % step == 0 or p["version"] in marked or i == len(curve) - 1]
+    print(f"{'version':>7} {'robot s':>8} {'wall s':>7} {'return':>15} {'gap closed':>10}")
+    for p in shown:
+        gap = "" if p["gap_closed"] is None else f"{p['gap_closed']:.0%}"
+        wall = "" if p.get("wall_s") is None else f"{p['wall_s']:.1f}"
+        print(f"{p['version']:>7} {p['robot_s']:>8.1f} {wall:>7} {p['mean']:>7.1f} +- {p['std']:5.1f} {gap:>10}")
+
+
+# ---------------------------------------------------------------------- comparison table
+
+
+def _final_gap(result: dict) -> float | None:
+    final = (result.get("final") or {}).get("gap_closed")
+    if final is not None:
+        return final
+    tuned = [v for k, v in result.get("gap_closed", {}).items() if k.startswith("live fine-tuning")]
+    return tuned[0] if tuned else None
+
+
+def _time_to(result: dict, share: float) -> float | None:
+    point = (result.get("time_to_gap_closed") or {}).get(str(share))
+    return None if point is None else point["robot_s"]
+
+
+def compare_table(results: list[dict], names: list[str]) -> str:
+    """A markdown table of result files; the 90% times relative to the first file's."""
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"  # noqa: E731
+
+    def seconds(result, share):
+        if "curve" not in result:
+            return "n/a (no per-version curve)"
+        t = _time_to(result, share)
+        return "never" if t is None else f"{t:,.0f}"
+
+    base = _time_to(results[0], 0.9) if results else None
+    lines = ["| result | agent | updates / transition | exploration std | gap (sim in sim - on stand-in) | "
+             "final gap closed | best gap closed (version, robot s) | robot s to 50% | robot s to 90% | "
+             "90% time / first row's |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in zip(names, results):
+        best = r.get("best") or {}
+        best_txt = "n/a" if not best else f"{pct(best.get('gap_closed'))} (v{best.get('version')}, {best.get('robot_s'):,.0f})"
+        t90 = _time_to(r, 0.9)
+        ratio = "n/a" if t90 is None or not base else f"{t90 / base:.2f}"
+        returns_ = r.get("returns", {})
+        gap = r.get("gap")
+        gap_txt = "n/a" if gap is None else (f"{gap:.1f} ({returns_.get('sim policy in sim', {}).get('mean', float('nan')):.1f}"
+                                             f" - {returns_.get('sim policy on stand-in', {}).get('mean', float('nan')):.1f})")
+        lines.append(f"| {name} | {r.get('agent', '?')} | {r.get('updates_per_transition', '?')} | "
+                     f"{r.get('exploration_std', '?')} | {gap_txt} | {pct(_final_gap(r))} | {best_txt} | "
+                     f"{seconds(r, 0.5)} | {seconds(r, 0.9)} | {ratio} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- figure
+
+
+def plot(results: dict, tuned: dict, curve: list[dict], agent: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
     labels = list(results)
     means = [np.mean(results[k]) for k in labels]
     stds = [np.std(results[k]) for k in labels]
     left.bar(range(len(labels)), means, yerr=stds, color=["#888", "#c44", "#48c", "#4a4", "#d80"][:len(labels)])
     left.set_xticks(range(len(labels)), [textwrap.fill(k, 13, break_long_words=False) for k in labels], fontsize=8)
     left.set_ylabel(f"return ({len(EVAL_SEEDS)} deterministic episodes)")
-    left.set_title("cartpole-balance: sim policy vs the stand-in robot")
+    left.set_title(f"cartpole-balance: {agent.upper()} sim policy vs the stand-in")
     eps = tuned["episodes"]
-    right.plot([e["t_s"] for e in eps], [e["return"] for e in eps], ".-")
-    right.set_xlabel(f"wall-clock seconds of live fine-tuning (ROS 2, real-time factor {tuned['real_time_factor']:.0f})")
+    middle.plot([e["t_s"] for e in eps], [e["return"] for e in eps], ".-")
+    middle.set_xlabel(f"wall-clock seconds of live fine-tuning (ROS 2, real-time factor {tuned['real_time_factor']:.0f})")
     noise = dict(zip(tuned.get("settings", [])[::2], tuned.get("settings", [])[1::2])).get("--exploration-std")
-    right.set_ylabel("episode return on the stand-in (over ROS 2)" + (f"\nexploration std {noise}" if noise else ""))
-    right.set_title("live fine-tuning")
+    middle.set_ylabel("episode return on the stand-in (over ROS 2)" + (f"\nexploration std {noise}" if noise else ""))
+    middle.set_title("live fine-tuning: episodes (with exploration)")
+    points = [p for p in curve if p.get("gap_closed") is not None]
+    right.plot([p["robot_s"] for p in points], [100 * p["gap_closed"] for p in points], ".-", color="#d80",
+               drawstyle="steps-post")  # a version drives the robot until the next one
+    for share in SHARES:
+        right.axhline(100 * share, color="#888", lw=0.8, ls="--")
+        hit = first_crossing(curve, share)
+        if hit:
+            right.axvline(hit["robot_s"], color="#888", lw=0.8, ls=":")
+    right.set_xlabel("robot seconds at the version's export (transitions x control period)")
+    right.set_ylabel(f"% of the gap closed ({len(EVAL_SEEDS)} deterministic episodes)")
+    right.set_title("live fine-tuning: every exported version")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+# ---------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "runs" / "sim2real"))
+    parser.add_argument("--agent", choices=AGENTS, default="td3",
+                        help="the sim policy's algorithm: configs/<agent>_cartpole_balance.yaml (default td3)")
+    parser.add_argument("--out", default=None, help="runs/sim2real for td3, runs/sim2real-sac for sac")
+    parser.add_argument("--name", default=None,
+                        help="results/figure name (default sim2real_finetune for td3, sim2real_finetune_sac for sac)")
     parser.add_argument("--finetune-s", type=float, default=240.0)
     parser.add_argument("--rtf", type=float, default=4.0)
-    parser.add_argument("--skip-sysid", action="store_true")
+    parser.add_argument("--updates-per-transition", type=float, default=1.0,
+                        help="the learner's replay ratio on the robot's data (rlcontrol finetune's flag)")
+    parser.add_argument("--sim-steps", type=int, default=120000,
+                        help="env steps of the sim policy (and the sysid arm); lower only for smoke runs")
+    parser.add_argument("--skip-dr", action=argparse.BooleanOptionalAction, default=None,
+                        help="skip the domain-randomization arm (default: skipped for sac, run for td3)")
+    parser.add_argument("--skip-sysid", action=argparse.BooleanOptionalAction, default=None,
+                        help="skip the system-identification arm (default: skipped for sac, run for td3)")
     parser.add_argument("--exploration-std", type=float, default=0.2,
                         help="noise on the policy node's commands while fine-tuning (normalized units)")
+    parser.add_argument("--eval-every-version", type=int, default=1,
+                        help="evaluate every k-th exported version (and the last); 1: all of them")
     parser.add_argument("--finetune-args", default="", help="more `rlcontrol finetune` flags, e.g. '--lr-scale 0.5'")
-    args = parser.parse_args()
-    out = Path(args.out)
+    parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                        help="print a markdown table comparing two result files, and exit (no training)")
+    args = parser.parse_args(argv)
+    if args.compare:
+        results = [json.loads(Path(p).read_text()) for p in args.compare]
+        print(compare_table(results, [Path(p).name for p in args.compare]))
+        return
+    agent = args.agent
+    skip_dr = agent == "sac" if args.skip_dr is None else args.skip_dr
+    skip_sysid = agent == "sac" if args.skip_sysid is None else args.skip_sysid
+    name = args.name or DEFAULT_NAME[agent]
+    out = Path(args.out or ROOT / DEFAULT_OUT[agent]).resolve()  # the rlcontrol subprocesses run in ROOT
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sim_run = train(ROOT / "configs/td3_cartpole_balance.yaml", out / "sim", "--steps", 120000)
-    dr_run = train(ROOT / "configs/td3_cartpole_balance_dr.yaml", out / "dr")
+    sim_run = train(ROOT / f"configs/{agent}_cartpole_balance.yaml", out / "sim", "--steps", args.sim_steps)
     sim = run_policy(sim_run)
-    results = {"sim policy in sim": returns(sim, None), "sim policy on stand-in": returns(sim, STAND_IN),
-               "domain randomization": returns(run_policy(dr_run), STAND_IN)}
+    results = {"sim policy in sim": returns(sim, None), "sim policy on stand-in": returns(sim, STAND_IN)}
+    if not skip_dr:
+        dr_run = train(ROOT / "configs/td3_cartpole_balance_dr.yaml", out / "dr")
+        results["domain randomization"] = returns(run_policy(dr_run), STAND_IN)
     fit = None
-    if not args.skip_sysid:
-        sysid_dir, fit = sysid_run(out, sim_run)
+    if not skip_sysid:
+        sysid_dir, fit = sysid_run(out, sim_run, args.sim_steps)
         results["sysid-fitted simulator"] = returns(run_policy(sysid_dir), STAND_IN)
     tuned = finetune(out, sim_run, args.finetune_s, args.rtf,
-                     ["--exploration-std", str(args.exploration_std), *args.finetune_args.split()])
-    final = Path(tuned["policy_status"]["path"])
-    results[f"live fine-tuning {args.finetune_s:.0f} s"] = returns(onnx_policy(final), STAND_IN)
+                     ["--exploration-std", str(args.exploration_std),
+                      "--updates-per-transition", str(args.updates_per_transition), *args.finetune_args.split()])
+    period = control_period()
+    curve, by_version, eval_s = evaluate_versions(out, Path(tuned["out"]), args.eval_every_version,
+                                                  results["sim policy on stand-in"], results["sim policy in sim"], period)
+    final = tuned.get("policy_status", {}).get("path")
+    final_version = tuned.get("policy_status", {}).get("version")
+    if final_version in by_version:
+        results[f"live fine-tuning {args.finetune_s:.0f} s"] = by_version[final_version]
+    elif final:
+        results[f"live fine-tuning {args.finetune_s:.0f} s"] = returns(onnx_policy(Path(final)), STAND_IN)
     gap = np.mean(results["sim policy in sim"]) - np.mean(results["sim policy on stand-in"])
+    learner = tuned.get("learner_status", {}).get("learner", {})
+    transitions, updates = learner.get("transitions"), learner.get("updates")
+    keeping_up = None
+    if transitions and updates is not None and transitions > 1000:  # finetune's --learning-starts 1000
+        keeping_up = round(updates / (args.updates_per_transition * (transitions - 1000)), 3)
     summary = {
+        "agent": agent, "sim_config": f"configs/{agent}_cartpole_balance.yaml", "sim_steps": args.sim_steps,
+        "updates_per_transition": args.updates_per_transition, "exploration_std": args.exploration_std,
+        "finetune_s": args.finetune_s, "real_time_factor": args.rtf,
         "env": ENV_ID, "stand_in": STAND_IN, "eval_seeds": EVAL_SEEDS,
         "returns": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "all": v} for k, v in results.items()},
         "gap": float(gap),
         "gap_closed": {k: float((np.mean(v) - np.mean(results["sim policy on stand-in"])) / gap)
                        for k, v in results.items() if k not in ("sim policy in sim", "sim policy on stand-in")},
+        "robot_clock": f"robot_s = transitions the learner had taken from the log at the export x the control period "
+                       f"({period} s); wall_s = the learner's wall clock (origin: learner start)",
+        "control_period_s": period, "eval_every_version": args.eval_every_version,
+        "version_eval_s": None if eval_s is None else round(eval_s, 2),
+        **curve_summary(curve), "curve": curve,
+        "learner_keeping_up": {"transitions": transitions, "updates": updates, "updates_per_transition": args.updates_per_transition,
+                               "achieved_share_of_allowed_updates": keeping_up,
+                               "robot_s_total": None if transitions is None else round(transitions * period, 1),
+                               "achieved_real_time_factor": None if not transitions or not tuned.get("wall_s") else
+                               round(transitions * period / tuned["wall_s"], 2)},
         "sysid": fit, "finetune": {k: tuned[k] for k in ("wall_s", "first_mean", "last_mean", "by_version",
                                                           "policy_status", "learner_status", "real_time_factor",
                                                           "settings") if k in tuned},
         "finetune_episodes": tuned["episodes"], "wall_s": round(time.time() - t0, 1),
     }
-    res = ROOT / "benchmarks" / "results" / "sim2real_finetune.json"
+    res = ROOT / "benchmarks" / "results" / f"{name}.json"
     res.parent.mkdir(parents=True, exist_ok=True)
     res.write_text(json.dumps(summary, indent=2))
-    plot(results, tuned, ROOT / "docs" / "figures" / "sim2real_finetune.png")
+    plot(results, tuned, curve, agent, ROOT / "docs" / "figures" / f"{name}.png")
     for k, v in summary["returns"].items():
         print(f"{k:32s} {v['mean']:7.1f} +- {v['std']:5.1f}")
-    print(json.dumps({"results": str(res), "gap": summary["gap"], "gap_closed": summary["gap_closed"]}))
+    print_curve(curve)
+    times = {s: (p or {}).get("robot_s") for s, p in summary["time_to_gap_closed"].items()}
+    print(json.dumps({"results": str(res), "agent": agent, "gap": summary["gap"], "gap_closed": summary["gap_closed"],
+                      "robot_s_to_gap_closed": times, "best": summary["best"],
+                      "learner_keeping_up": summary["learner_keeping_up"], "version_eval_s": summary["version_eval_s"]}))
 
 
 if __name__ == "__main__":
