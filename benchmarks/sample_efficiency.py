@@ -19,9 +19,8 @@ number of env steps (simulator control steps = agent steps x action repeat), one
   From the config it takes env.id, env.action_repeat, agent.actor_hidden / critic_hidden
   (net_arch pi / qf), batch_size, gamma, tau, replay.capacity (capped at the run's agent steps,
   which changes nothing but the memory allocated and written to checkpoints) and
-  train.learning_starts (converted to agent steps: divided by the action repeat). SB3 takes a
-  single learning rate for actor, critics and temperature: it gets agent.critic_lr. Everything
-  else is SB3's default: train_freq 1, gradient_steps 1 (whatever train.updates_per_step says),
+  train.learning_starts (converted to agent steps: divided by the action repeat). Everything
+  else is SB3's default: learning rate 3e-4 (one for actor, critics and temperature), train_freq 1, gradient_steps 1 (whatever train.updates_per_step says),
   ent_coef "auto" (initial 1.0, target entropy -action_dim), ReLU MLPs, no observation
   normalization.
 

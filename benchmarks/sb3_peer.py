@@ -85,13 +85,17 @@ def make_gym_env(env_id: str, seed: int, action_repeat: int = 1, episode_seed_ba
     return _rlc_gym_env_class()(env_id, seed, action_repeat, episode_seed_base, max_episode_steps)
 
 
+SB3_DEFAULT_LR = 3e-4
+
+
 def sb3_hyperparameters(config, total_agent_steps: int, learning_starts: int | None = None) -> dict:
     """SAC keyword arguments from an rlcontrol config (see benchmarks/sample_efficiency.py's docstring)."""
     agent, repeat = config.agent, config.env.action_repeat
     starts_env = config.train.learning_starts if learning_starts is None else learning_starts
-    lr = getattr(agent, "critic_lr", None) or agent.lr
     return {
-        "learning_rate": float(lr),
+        # SB3's own default (3e-4): the peer is SB3 SAC as users run it, with only the network sizes,
+        # batch, action repeat, gamma, tau and learning_starts matched to the config.
+        "learning_rate": SB3_DEFAULT_LR,
         "buffer_size": int(min(config.replay.capacity, max(total_agent_steps, 1))),
         "learning_starts": int(starts_env // repeat),
         "batch_size": int(agent.batch_size),
