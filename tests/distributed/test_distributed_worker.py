@@ -206,3 +206,21 @@ def test_worker_runs_a_qtopt_agent_with_published_weights():
     obs = np.array([0.3, -0.2, 1.0], np.float32)
     worker.agent.noise.sigma = 0.0
     np.testing.assert_array_equal(worker.agent.act(obs, explore=True), learner.act(obs))
+
+
+def test_sac_workers_scale_their_policy_std_and_take_the_learners_weights():
+    """SAC's workers explore by sampling their own Gaussian policy, its std times the worker's scale
+    (0: the deterministic tanh(mean), which is then exactly the learner's action)."""
+    config = config_from_dict({**make_config().to_dict(), "algo": "sac",
+                               "agent": {"actor_hidden": [16], "critic_hidden": [16], "gamma": GAMMA,
+                                         "obs_norm": True}})
+    workers = [ActorWorker(config, i, s) for i, s in enumerate(noise_scales(config))]
+    np.testing.assert_allclose([w.agent.noise.sigma for w in workers], [0.5, 1.0, 2.0])
+    greedy = ActorWorker(config, index=0, noise_scale=0.0)
+    learner = learner_state(config, seed=123)
+    greedy.set_weights(1, numpy_policy_state(learner.policy_state_dict()))
+    tr = greedy.collect(5, learning_started=True)["transitions"]
+    for obs, action in zip(tr["obs"], tr["action"]):
+        np.testing.assert_allclose(action, learner.act(obs, explore=False), atol=1e-6)
+    sampled = workers[2].collect(5, learning_started=True)["transitions"]["action"]
+    assert np.all(np.abs(sampled) <= 1.0)
