@@ -94,6 +94,7 @@ def test_gym_adapter_episode_end_is_truncation_and_episode_seeds_follow_rlcontro
 
 
 def test_sb3_arm_resumes_to_the_full_run(tmp_path):
+    pytest.importorskip("stable_baselines3", reason="the SB3 peer needs the bench extra: scripts/setup.sh dev,bench")
     from stable_baselines3.common.save_util import load_from_pkl
 
     config = ROOT / "configs" / "td3_cartpole_swingup.yaml"

@@ -37,7 +37,10 @@ def test_trained_policy_deployed_through_ros2_keeps_its_return(tmp_path, ros_env
 
     # The simulated robot seeds episode i with seed + i; the in-process rollout uses the same seeds.
     expected = onnx_returns(policy, "dmc:cartpole-balance", [SEED + i for i in range(EPISODES)], action_repeat=4)
-    deployed = cli("deploy", "--policy", policy, "--robot", "sim", "--episodes", EPISODES, "--real-time-factor", 5,
+    # Real-time factor 2 (a 20 ms tick): at 5 (8 ms) a fresh-clone CI run once lost an episode to late
+    # commands (429 over ROS vs 757 in process on a policy that balances only marginally), which
+    # tests the machine's scheduling more than the deployment path.
+    deployed = cli("deploy", "--policy", policy, "--robot", "sim", "--episodes", EPISODES, "--real-time-factor", 2,
                    "--seed", SEED, env=ros_env, timeout=300)
     assert deployed["episodes"] == EPISODES and deployed["exit_codes"] == {"sim_robot": 0, "policy_node": 0}
     assert deployed["mean_return"] >= 0.9 * np.mean(expected), (deployed["returns"], expected)
