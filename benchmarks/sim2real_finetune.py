@@ -170,8 +170,8 @@ def sysid_run(out: Path, sim_run: Path, steps: int) -> tuple[Path, dict]:
     return train(path, out / "sysid_run", "--steps", steps), fit
 
 
-def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str]) -> dict:
-    path = out / "finetune.json"
+def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str], name: str = "finetune") -> dict:
+    path = out / f"{name}.json"
     if path.exists():
         result = json.loads(path.read_text())
         if result.get("settings") != extra or result.get("real_time_factor") != rtf:
@@ -179,7 +179,7 @@ def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[s
                   f"{result.get('real_time_factor')}, not {extra} at {rtf}; use another --out to fine-tune anew",
                   file=sys.stderr)
         return result
-    result = rlcontrol("finetune", sim_run, "--out", out / "finetune", "--stand-in", json.dumps(STAND_IN),
+    result = rlcontrol("finetune", sim_run, "--out", out / name, "--stand-in", json.dumps(STAND_IN),
                        "--duration", seconds, "--real-time-factor", rtf,
                        "--learning-starts", 1000, "--export-every", 500, *extra, timeout=seconds + 900)
     result["settings"] = extra
@@ -266,7 +266,7 @@ def evaluate_versions(out: Path, finetune_dir: Path, every: int, v0: list[float]
     """The gap-closed curve over robot time: (curve, returns per version, mean seconds per evaluation)."""
     times = export_times(finetune_dir, period)
     files = version_files(finetune_dir)
-    cache_path = out / VERSION_EVALS
+    cache_path = finetune_dir / VERSION_EVALS
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     on_stand_in, sim_mean = float(np.mean(v0)), float(np.mean(in_sim))
     curve = [{"version": 0, "robot_s": 0.0, "wall_s": 0.0, "transitions": 0, "updates": 0,

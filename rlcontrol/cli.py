@@ -11,6 +11,10 @@
                      [--real-time-factor X] [--record BAG] [--json]
     rlcontrol bag-to-replay BAG --out replay.safetensors [--policy policy.onnx] [--json]
     rlcontrol sysid BAG --config CFG.yaml --out params.yaml [--json]
+    rlcontrol finetune RUN_DIR [--policy policy.onnx] [--robot sim|none] [--out DIR] [--duration S | --episodes N]
+                       [--keep-best|--no-keep-best] [--rollback|--no-rollback] [--min-episodes N]
+                       [--confidence C] [...] [--json]
+    rlcontrol finetune RUN_DIR [--out DIR] --restore-best [--dry-run] [--json]
 
 Bad input (a config, a flag, a file) prints one line `rlcontrol: error: ...` on stderr and
 exits with code 2; with --json the last line on stdout is one JSON object.
@@ -217,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--critic-warmup", type=_non_negative_int, default=0, help="first updates train the critic only")
     fp.add_argument("--sim-replay-ratio", type=_share, default=0.0,
                     help="share of each batch from the sim run's own replay (default 0: robot data only)")
+    fp.add_argument("--policy-averaging", type=_share, default=0.005,
+                    help="push a Polyak average of the actor, updated at this rate per update (default 0.005; "
+                         "0: the actor itself)")
     fp.add_argument("--exploration-std", type=_non_negative_float, default=0.2,
                     help="with --robot sim: Gaussian noise on the policy node's commands, in normalized units "
                          "(a fraction of each action's half range), so the learner sees actions around the policy's "
@@ -224,6 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "parameter exploration_std)")
     fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
                     help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
+    fp.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=False,
+                    help="hold each new version until the running one has --min-episodes episodes, roll back, and "
+                         "end the session on the best version by the rule (default off until the repeatability "
+                         "measurements choose; docs/sim2real.md, Keeping the best version)")
+    fp.add_argument("--rollback", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --keep-best: go back to the best version when the running one is clearly worse: its "
+                         "upper confidence bound below the best's lower bound (default on)")
+    fp.add_argument("--min-episodes", type=_int_at_least(2), default=3,
+                    help="whole robot episodes (same exploration std, no e-stop) a version needs to be compared "
+                         "(default 3)")
+    fp.add_argument("--confidence", type=_finite_float(lambda v: 0.5 < v < 1.0, "a number between 0.5 and 1 "
+                                                       "(exclusive)"), default=0.9,
+                    help="one-sided confidence level of the Student-t bounds on each version's mean return (default 0.9)")
+    fp.add_argument("--restore-best", action="store_true",
+                    help="instead of fine-tuning: push the best version by the rule over OUT's logs to the running "
+                         "policy node (after the learner was killed)")
+    fp.add_argument("--dry-run", action="store_true", help="with --restore-best: only print which version it would push")
     fp.add_argument("--seed", type=_non_negative_int, default=0)
     fp.add_argument("--json", action="store_true")
 
@@ -386,17 +410,24 @@ def cmd_deploy(args) -> dict:
 
 
 def cmd_finetune(args) -> dict:
+    if args.dry_run and not args.restore_best:
+        raise UserError("--dry-run goes with --restore-best")
     try:
-        from ros_nodes.finetune_launch import finetune
+        from ros_nodes.finetune_launch import finetune, restore_best
     except ImportError as exc:
         raise UserError(f"ROS 2 is not installed ({exc.name}); run scripts/setup.sh ros") from None
+    if args.restore_best:
+        return _restore_best(args, restore_best)
     duration = args.duration if args.duration or args.episodes else 300.0
     summary = finetune(args.run_dir, policy=args.policy, out=args.out, robot=args.robot, stand_in=args.stand_in,
                        duration=duration, episodes=args.episodes, real_time_factor=args.real_time_factor,
                        seed=args.seed, updates_per_transition=args.updates_per_transition,
                        learning_starts=args.learning_starts, export_every=args.export_every, lr_scale=args.lr_scale,
                        critic_warmup=args.critic_warmup, sim_replay_ratio=args.sim_replay_ratio,
-                       fsync=args.fsync, exploration_std=args.exploration_std, quiet=args.json)
+                       policy_averaging=args.policy_averaging,
+                       fsync=args.fsync, exploration_std=args.exploration_std, keep_best=args.keep_best,
+                       rollback=args.rollback, min_episodes=args.min_episodes, confidence=args.confidence,
+                       quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]
@@ -405,7 +436,31 @@ def cmd_finetune(args) -> dict:
               f"{trend}; learner at v{learner.get('version')} after {learner.get('updates')} updates on "
               f"{learner.get('transitions')} transitions; policy node runs v{p.get('version')} "
               f"({p.get('accepted', 0)} accepted, {p.get('refused', 0)} refused)")
+        _print_versions(summary.get("versions") or [], args.confidence)
     return summary
+
+
+def _print_versions(table: list[dict], confidence: float) -> None:
+    from sim2real.version_selection import format_table
+
+    if table:
+        print("versions (episodes under the compared exploration std):")
+        print("\n".join(format_table(table, confidence)))
+
+
+def _restore_best(args, restore_best) -> dict:
+    out = args.out or str(Path(args.run_dir) / "finetune")
+    result = restore_best(out, min_episodes=args.min_episodes, confidence=args.confidence, dry_run=args.dry_run)
+    if not args.json:
+        if result["dry_run"]:
+            print(f"best version by the rule: v{result['best_version']} ({result['path']}): {result['reason']}")
+        elif result["pushed_version"] is None:
+            print(f"nothing pushed: {result['reason']}")
+        else:
+            print(f"the policy node runs v{result['best_version']}'s weights again as v{result['pushed_version']}: "
+                  f"{result['reason']}")
+        _print_versions(result["table"], args.confidence)
+    return result
 
 
 def cmd_bag_to_replay(args) -> dict:

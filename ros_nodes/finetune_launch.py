@@ -3,7 +3,10 @@
     rlcontrol finetune RUN_DIR [--policy policy.onnx] [--out DIR] [--robot sim|none]
                        [--stand-in JSON] [--duration S | --episodes N] [--real-time-factor X]
                        [--updates-per-transition R] [--learning-starts N] [--export-every N]
-                       [--lr-scale X] [--critic-warmup N] [--sim-replay-ratio R] [--json]
+                       [--lr-scale X] [--critic-warmup N] [--sim-replay-ratio R]
+                       [--keep-best | --no-keep-best] [--rollback | --no-rollback]
+                       [--min-episodes N] [--confidence C] [--json]
+    rlcontrol finetune RUN_DIR [--out DIR] --restore-best [--dry-run] [--min-episodes N] [--confidence C]
 
 ``--robot sim`` starts three processes talking over real DDS: the simulated robot as the "real
 robot" stand-in (``--stand-in``: a DomainRandomization JSON of the physics, latency and noise the
@@ -15,12 +18,24 @@ launch. Without ``--policy`` the run's policy.pt is exported first (OUT/policy-v
 
 The result lists every episode's return with the policy version that drove it (from
 /policy/status), so the improvement is visible per version.
+
+The end of a session (the duration or episode count reached, or SIGINT/SIGTERM to this process:
+Ctrl-C) is the same: the stand-in robot is stopped and the fine-tuning node is asked to end
+(SIGINT), which stops its learner. With ``--keep-best`` (opt-in for now: the default will be chosen
+by the repeatability measurements of issue 17) it leaves the policy node on the best version by the
+keep-best rule (sim2real.version_selection); without it the policy node stays on the last version
+it accepted. Either way the result's ``final`` says which version the robot runs and why, with the
+per-version table and the best version by the rule. A second Ctrl-C stops everything at once.
+
+``restore_best`` (``--restore-best``): the same rule over OUT's logs, for a session whose learner
+was killed: the best version's file is pushed to the running policy node as a new version.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -34,12 +49,15 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
              stand_in: dict | None = None, duration: float | None = None, episodes: int | None = None,
              real_time_factor: float = 1.0, seed: int = 0, updates_per_transition: float = 1.0,
              learning_starts: int = 500, export_every: int = 1000, lr_scale: float = 1.0, critic_warmup: int = 0,
-             sim_replay_ratio: float = 0.0, fsync: str = "interval", exploration_std: float = 0.2,
+             sim_replay_ratio: float = 0.0, policy_averaging: float = 0.005, fsync: str = "interval", exploration_std: float = 0.2,
+             keep_best: bool = False, rollback: bool = True, min_episodes: int = 3, confidence: float = 0.9,
              quiet: bool = False) -> dict:
     from rlcontrol.deploy import runtime
     from rlcontrol.deploy.export import export_run
     from ros_nodes.launch import _action_repeat
+    from sim2real.version_selection import SelectionSettings
 
+    SelectionSettings(min_episodes=min_episodes, confidence=confidence)  # one line for a bad value, before anything starts
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a run folder (no config.yaml)")
@@ -62,16 +80,25 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
               "fsync": fsync, "updates_per_transition": float(updates_per_transition),
               "learning_starts": int(learning_starts), "export_every": int(export_every), "seed": int(seed),
               "lr_scale": float(lr_scale), "critic_warmup": int(critic_warmup),
-              "sim_replay_ratio": float(sim_replay_ratio),
+              "sim_replay_ratio": float(sim_replay_ratio), "policy_averaging": float(policy_averaging),
+              "keep_best": bool(keep_best), "rollback": bool(rollback), "min_episodes": int(min_episodes),
+              "confidence": float(confidence),
               "autostart": True}
     ros_params = [arg for key, value in params.items() for arg in ("-p", f"{key}:={_param(value)}")]
 
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=["--ros-args", "--disable-rosout-logs"])
+    # Our own SIGINT/SIGTERM handling: rclpy's would shut the context down, and the session's end
+    # needs it (the monitor watches the policy node take the final version).
+    rclpy.init(args=["--ros-args", "--disable-rosout-logs"], signal_handler_options=SignalHandlerOptions.NO)
     children = {}
+    monitor = None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        monitor = _FinetuneMonitor()
+        monitor = _FinetuneMonitor(out_dir, keep_best=keep_best)
+        for sig in previous:
+            signal.signal(sig, monitor.interrupt)
         children[FINETUNE] = spawn(["-m", "ros_nodes.finetune_node", "--ros-args", *ros_params], env,
                                    logs / "finetune_node.log", new_session=True)
         if robot == "sim":
@@ -90,7 +117,11 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
         result = monitor.run(children, robot == "sim", episodes=episodes, duration=duration, quiet=quiet)
     finally:
         # The robot first (no more transitions), then the learner (flushes its log), then the policy node.
-        codes = {name: stop_process(children[name]) for name in (ROBOT, FINETUNE, NODE) if name in children}
+        hurry = monitor is not None and monitor.hurry
+        codes = {name: stop_process(children[name], timeout=2.0 if hurry else 60.0 if name == FINETUNE else 10.0)
+                 for name in (ROBOT, FINETUNE, NODE) if name in children}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if rclpy.ok():
             rclpy.shutdown()
     return {**result, "run_dir": str(run), "policy": str(policy), "out": str(out_dir), "stand_in": stand_in or {},
@@ -120,7 +151,7 @@ class _FinetuneMonitor:
     """The launcher's rclpy node: lifecycle of the robot and policy node, episode returns tagged
     with the running policy version, and the learner's status."""
 
-    def __init__(self):
+    def __init__(self, out_dir: Path, keep_best: bool = False):
         from lifecycle_msgs.srv import ChangeState
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -129,6 +160,10 @@ class _FinetuneMonitor:
         from ros_nodes import topics
         from ros_nodes.finetune_node import FINETUNE_STATUS, STATUS_QOS
 
+        self.out_dir = Path(out_dir)
+        self.keep_best = keep_best
+        self.interrupted = self.hurry = False
+        self.finishing = False
         self.node = Node("rlcontrol_finetune")
         self.change = {name: self.node.create_client(ChangeState, f"/{name}/change_state") for name in (NODE, ROBOT)}
         self.episodes: list[dict] = []
@@ -150,6 +185,16 @@ class _FinetuneMonitor:
                 print(f"finetune: episode {event.get('episode')}: return {event.get('return', 0.0):.1f} "
                       f"(policy v{self.policy_status.get('version')})", flush=True)
 
+    def interrupt(self, signum, frame) -> None:
+        """SIGINT/SIGTERM: the first ends the session as its duration would; the second stops at once."""
+        if self.interrupted:
+            self.hurry = True
+            raise KeyboardInterrupt
+        self.interrupted = True
+        left_on = "the best version" if self.keep_best else "the last accepted version"
+        print(f"finetune: {signal.Signals(signum).name}: ending the session (the robot is left on {left_on}; "
+              "again to stop at once)", flush=True)
+
     def _on_policy(self, msg) -> None:
         self.policy_status = json.loads(msg.data)
 
@@ -158,8 +203,15 @@ class _FinetuneMonitor:
 
     def _check_children(self) -> None:
         for name, proc in self.children.items():
+            if name == FINETUNE and self.finishing:
+                continue  # asked to end
             if proc.poll() is not None:
-                raise UserError(f"{name} exited early with code {proc.returncode} (see its log in {self.logs_hint})")
+                hint = ""
+                if name == FINETUNE:
+                    hint = ("; the policy node keeps the version it runs, and `rlcontrol finetune RUN_DIR --out "
+                            f"{self.out_dir} --restore-best` puts the best logged version back")
+                raise UserError(f"{name} exited early with code {proc.returncode} (see its log in "
+                                f"{self.logs_hint}){hint}")
 
     def _transition(self, name: str, transition_id: int, label: str, timeout: float = 60.0) -> None:
         import rclpy
@@ -201,20 +253,129 @@ class _FinetuneMonitor:
             self._transition(NODE, Transition.TRANSITION_ACTIVATE, "activate")
             self._transition(ROBOT, Transition.TRANSITION_ACTIVATE, "activate")
         start = time.monotonic()
+        self.session_start = time.time()
+        stopped_by = "duration"
         while True:
             rclpy.spin_once(self.node, timeout_sec=0.05)
             self._check_children()
+            if self.interrupted:
+                stopped_by = "interrupt"
+                break
             if episodes and len(self.episodes) >= episodes:
+                stopped_by = "episodes"
                 break
             if duration and time.monotonic() - start >= duration:
                 break
         wall = time.monotonic() - start
         if with_robot:
             self._transition(ROBOT, Transition.TRANSITION_DEACTIVATE, "deactivate")
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:  # the last status messages
-            rclpy.spin_once(self.node, timeout_sec=0.05)
+        self._spin_for(1.5)  # the last episode events reach the learner; the last status messages
+        final = self._end_learner(children[FINETUNE])
         if with_robot:
             self._transition(NODE, Transition.TRANSITION_DEACTIVATE, "deactivate")
+        if final is not None and not quiet:
+            print(f"finetune: the robot is left on v{final.get('version')}: {final.get('reason')}", flush=True)
         return {"episodes": self.episodes, **summarize_episodes(self.episodes), "wall_s": round(wall, 2),
+                "stopped_by": stopped_by, "final": final, "versions": (final or {}).get("table", []),
                 "policy_status": self.policy_status, "learner_status": self.learner_status}
+
+    def _spin_for(self, seconds: float, until=None) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if until is not None and until():
+                return True
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return until is not None and until()
+
+    def _end_learner(self, proc, timeout: float = 60.0) -> dict | None:
+        """SIGINT to the fine-tuning node: it stops learning and leaves the robot on the best version.
+        Returns its session_end record (None if it wrote none), once the policy node runs that version."""
+        from sim2real.finetune import METRICS_FILE, read_jsonl
+
+        self.finishing = True
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        self._spin_for(timeout, until=lambda: proc.poll() is not None)
+        ends = [row for row in read_jsonl(self.out_dir / METRICS_FILE)
+                if row.get("event") == "session_end" and row.get("time", 0) >= self.session_start]
+        final = ends[-1] if ends else None
+        if final is not None:
+            confirmed = self._spin_for(10.0, until=lambda: self.policy_status.get("version") == final["version"])
+            final = {**final, "confirmed": confirmed}
+        return final
+
+
+def restore_best(out: str | Path, *, min_episodes: int = 3, confidence: float = 0.9, dry_run: bool = False,
+                 timeout: float = 15.0) -> dict:
+    """Push the best version by the keep-best rule over OUT's logs to the running policy node (as a
+    new version), for a session whose learner was killed; ``dry_run``: only say which one."""
+    from sim2real.finetune import METRICS_FILE, append_jsonl, logged_max_version, restore_plan, update_message
+    from sim2real.version_selection import SelectionSettings
+
+    out_dir = Path(out)
+    settings = SelectionSettings(min_episodes=min_episodes, confidence=confidence)
+    decision, path, sha = restore_plan(out_dir, settings)
+    best = decision.best
+    result = {"out": str(out_dir), "best_version": best.label, "path": path, "sha256": sha,
+              "reason": decision.best_text, "table": decision.table, "dry_run": dry_run, "pushed_version": None,
+              "running_version": None}
+    if dry_run:
+        return result
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+    from std_msgs.msg import String
+
+    from ros_nodes import topics
+    from ros_nodes.finetune_node import STATUS_QOS, UPDATE_QOS
+
+    context = Context()
+    rclpy.init(args=["--ros-args", "--disable-rosout-logs"], context=context,
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("rlcontrol_restore_best", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    status: dict = {}
+    node.create_subscription(String, topics.POLICY_STATUS, lambda m: status.update(json.loads(m.data)), STATUS_QOS)
+    publisher = node.create_publisher(String, topics.POLICY_UPDATE, UPDATE_QOS)
+
+    def spin_until(predicate, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not predicate():
+            executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    try:
+        if not spin_until(lambda: "version" in status, timeout):
+            raise UserError(f"no policy node answered on {topics.POLICY_STATUS} within {timeout:.0f} s (is it running, "
+                             f"in this ROS_DOMAIN_ID?); the best version is v{best.label}: start the policy node with "
+                             f"model_path:={path}")
+        running, refused = int(status["version"]), int(status.get("refused", 0))
+        result["running_version"] = running
+        if status.get("sha256") == sha:
+            result["reason"] = f"{decision.best_text}; the policy node already runs its weights (as v{running})"
+            return result
+        version = max(running, logged_max_version(out_dir)) + 1
+        update = update_message(path, sha, version)
+        if not spin_until(lambda: publisher.get_subscription_count() > 0, timeout):
+            raise UserError(f"the policy node does not subscribe to {topics.POLICY_UPDATE}")
+        publisher.publish(String(data=json.dumps(update)))
+        if not spin_until(lambda: status.get("version") == version or int(status.get("refused", 0)) > refused, timeout):
+            raise UserError(f"the policy node did not take v{version} within {timeout:.0f} s")
+        if status.get("version") != version:
+            raise UserError(f"the policy node refused v{version} ({path}): {status.get('last_refusal')}")
+        reason = f"{decision.best_text}; restored as v{version} in place of v{running}"
+        append_jsonl(out_dir / METRICS_FILE, {"event": "restore", "version": version, "restores": best.label,
+                                              "sha256": sha, "path": update["path"], "from_version": running,
+                                              "reason": reason, "exploration_std": decision.exploration_std,
+                                              "table": decision.table, "time": time.time()})
+        result.update(pushed_version=version, reason=reason)
+        return result
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

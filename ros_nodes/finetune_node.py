@@ -31,8 +31,19 @@ What it does, and why:
   export is announced on /policy/update with a probe for the policy node's parity check; the
   policy node validates, swaps between ticks and keeps the previous weights for /policy/undo.
 * /finetune/status (std_msgs/String JSON, once a second): transitions logged, interventions,
-  incomplete steps dropped, append failures, the learner's version, updates and errors, and the
-  policy version the policy node reports running.
+  incomplete steps dropped, append failures, the learner's version, updates and errors, the
+  policy version the policy node reports running, and the keep-best selection.
+* Episodes and versions (ros_nodes.keep_best, the rule in sim2real.version_selection): every
+  robot episode is logged to OUT/episodes.jsonl with the version that drove it; /policy/status
+  goes through the same send-stamp reordering as the robot's topics, so an episode is attributed
+  to the version that ran it. Each export is pushed once the previous push is answered.
+  Keep-best mode (``keep_best``, off by default for now; ``rollback``, ``min_episodes``,
+  ``confidence``) holds each export until the running version has been judged, rolls back a
+  clearly worse version, and at the end of the session (deactivate, SIGINT/SIGTERM) leaves the
+  robot on the best version. Without it the session ends on the version running, as before.
+  This lives in the node, not in the launcher, because the node runs in every deployment (with
+  ``--robot none`` the robot's own launch may start it without ``rlcontrol finetune``), owns the
+  version numbers and the exported files, and sees the same topics.
 
 A lifecycle node: configure loads the run, the policy contract and opens the log (anything wrong:
 FAILURE with one line saying why), activate starts recording and the learner, deactivate stops the
@@ -63,7 +74,7 @@ from ros_nodes import topics
 
 NODE_NAME = "finetune_node"
 FINETUNE_STATUS = "/finetune/status"
-EPISODES_FILE = "episodes.jsonl"
+POLICY_DIAGNOSTICS_NAME = "rlcontrol policy_node"  # the policy node's /diagnostics status (exploration_std)
 
 # Every sample matters (a lost one costs a transition): reliable, deep, like the recorder.
 INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -89,9 +100,17 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "lr_scale": (1.0, "learning rates times this while fine-tuning"),
     "critic_warmup": (0, "first updates train the critic only"),
     "sim_replay_ratio": (0.0, "share of each batch drawn from the sim run's own replay (0: robot data only)"),
+    "policy_averaging": (0.005, "export a Polyak average of the actor, this rate per update (0: the actor itself)"),
     "reorder_window_s": (0.03, "hold messages this long to put the topics back in send order"),
     "threads": (1, "torch threads of the learner"),
     "seed": (0, "learner seed"),
+    "keep_best": (False, "hold new versions until the running one has min_episodes episodes, roll back, and end "
+                         "on the best (off until issue 17's repeatability measurements choose the default)"),
+    "rollback": (True, "with keep_best: re-push the best version when the running one is clearly worse"),
+    "min_episodes": (3, "whole episodes a version needs before it is compared (>= 2)"),
+    "confidence": (0.9, "one-sided confidence level of the bounds on each version's mean return"),
+    "final_wait_s": (10.0, "on SIGINT/SIGTERM with keep_best: how long to wait for the policy node to run the "
+                           "final version"),
     "autostart": (False, "configure and activate at startup instead of waiting for a lifecycle manager"),
 }
 
@@ -214,14 +233,15 @@ class FinetuneNode(LifecycleNode):
         self.recorder = None
         self.log = None
         self.buffer = ReorderBuffer()
-        self.policy_status: dict = {}
         self.learner_error = ""
         self.exported = 0
+        self.keeper = None  # ros_nodes.keep_best.VersionKeeper, from configure on
         self._active = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # recorder state: fed by the release timer, read by status
         self._entities: list = []
+        self._update_pub = self._status_pub = None
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -246,7 +266,9 @@ class FinetuneNode(LifecycleNode):
         from rlcontrol.replay.log_format import TransitionSchema
         from rlcontrol.replay.transition_log import TransitionLog
         from ros_nodes.bag_tools import policy_contract
+        from ros_nodes.keep_best import VersionKeeper
         from sim2real.finetune import INTERVENTION_LABELS, FinetuneSettings, LiveLearner
+        from sim2real.version_selection import SelectionSettings
 
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         for name in ("run_dir", "policy_path", "log_dir", "out_dir"):
@@ -259,8 +281,13 @@ class FinetuneNode(LifecycleNode):
                                     learning_starts=int(p["learning_starts"]), export_every=int(p["export_every"]),
                                     max_updates=int(p["max_updates"]), threads=int(p["threads"]), seed=int(p["seed"]),
                                     lr_scale=float(p["lr_scale"]), critic_warmup=int(p["critic_warmup"]),
-                                    sim_replay_ratio=float(p["sim_replay_ratio"]))
+                                    sim_replay_ratio=float(p["sim_replay_ratio"]),
+                                    policy_averaging=float(p["policy_averaging"]))
+        selection = SelectionSettings(min_episodes=int(p["min_episodes"]), confidence=float(p["confidence"]),
+                                      keep_best=bool(p["keep_best"]), rollback=bool(p["rollback"]))
+        self.final_wait_s = float(p["final_wait_s"])
         self.learner = LiveLearner(p["run_dir"], p["log_dir"], p["out_dir"], settings)
+        self.keeper = VersionKeeper(selection, self.learner, p["out_dir"], self._publish_update, self.get_logger())
         spec = self.learner.spec
         obs_dim = sum(size for _, size in components)
         if (obs_dim,) != tuple(spec.observation.shape) or len(low) != spec.action_dim:
@@ -279,6 +306,7 @@ class FinetuneNode(LifecycleNode):
         self._entities += [("pub", self._update_pub), ("pub", self._status_pub)]
         self._release_timer = self.create_timer(0.005, self._release_ready)
         self._status_timer = self.create_timer(1.0, self._publish_status)
+        self._versions_timer = self.create_timer(0.1, self._manage_versions)
         self.get_logger().info(f"fine-tuning {p['run_dir']} (version {self.learner.version}, {self.learner.updates} "
                                f"updates so far) on {', '.join(obs_names)} -> log {p['log_dir']} ({p['fsync']} fsync, "
                                f"{self.log.next_seq} records already), exports to {p['out_dir']}")
@@ -305,8 +333,13 @@ class FinetuneNode(LifecycleNode):
             self._entities.append(("sub", self.create_subscription(msg_type, topic, callback, qos)))
         self._entities.append(("sub", self.create_subscription(String, topics.POLICY_STATUS, self._on_policy_status,
                                                                STATUS_QOS)))
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._entities.append(("sub", self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics,
+                                                               10)))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.keeper.start()
         self._active = True
         self._stop.clear()
         self._thread = threading.Thread(target=self._learn, name="learner", daemon=True)
@@ -314,9 +347,7 @@ class FinetuneNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        self._stop_learner()
-        self._release_ready(everything=True)
+        self.finish_session()  # keep-best: the robot is left on the best version (not waited for: a callback)
         if self.log is not None:
             self.log.flush()
         return super().on_deactivate(state)
@@ -326,6 +357,8 @@ class FinetuneNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self.finish_session()
         self._active = False
         self._stop_learner()
         self._release_ready(everything=True)
@@ -342,7 +375,8 @@ class FinetuneNode(LifecycleNode):
         for kind, entity in self._entities:
             (self.destroy_subscription if kind == "sub" else self.destroy_publisher)(entity)
         self._entities = []
-        for timer in ("_release_timer", "_status_timer"):
+        self._update_pub = self._status_pub = None
+        for timer in ("_release_timer", "_status_timer", "_versions_timer"):
             if getattr(self, timer, None) is not None:
                 self.destroy_timer(getattr(self, timer))
                 setattr(self, timer, None)
@@ -360,24 +394,61 @@ class FinetuneNode(LifecycleNode):
             return
         with self._lock:
             for kind, payload in ready:
-                if kind == "episode" and payload.get("event") == "end":
-                    self._log_episode(payload)
-                self.recorder.feed(kind, payload)
+                if not self.keeper.observe(kind, payload):  # the policy's status and std are the keeper's alone
+                    self.recorder.feed(kind, payload)
 
-    def _log_episode(self, event: dict) -> None:
-        version = self.policy_status.get("version")
-        row = {"episode": event.get("episode"), "return": event.get("return"), "steps": event.get("steps"),
-               "policy_version": version, "learner_version": self.learner.version, "updates": self.learner.updates,
-               "time": time.time()}
-        with open(self.out_dir / EPISODES_FILE, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        self.get_logger().info(f"episode {row['episode']}: return {row['return']:.1f} over {row['steps']} steps "
-                               f"(policy v{version}, {row['updates']} updates)")
+    def _in_order(self, kind: str, payload, info) -> None:
+        """While active, through the reorder buffer with the robot's topics; else at once."""
+        if self._active:
+            self.buffer.push(int(info.get("source_timestamp") or 0) or time.time_ns(), kind, payload)
+        else:
+            with self._lock:
+                self.keeper.observe(kind, payload)
 
-    def _on_policy_status(self, msg: String) -> None:
+    def _on_policy_status(self, msg: String, info) -> None:
         status = _event(msg.data)
         if status:
-            self.policy_status = status
+            self.keeper.on_policy_status(status)
+            self._in_order("policy_status", status, info)
+
+    def _on_diagnostics(self, msg, info) -> None:
+        """An older policy node's exploration std (newer ones put it in /policy/status)."""
+        for entry in msg.status:
+            if entry.name != POLICY_DIAGNOSTICS_NAME:
+                continue
+            for kv in entry.values:
+                if kv.key == "exploration_std":
+                    try:
+                        std = float(kv.value)
+                    except ValueError:
+                        continue
+                    self._in_order("exploration_std", std, info)
+
+    # ------------------------------------------------------------------ keeping the best version
+
+    def _manage_versions(self) -> None:
+        if self._active and self.keeper is not None:
+            self.keeper.tick()
+
+    def finish_session(self) -> dict | None:
+        """End of the session: stop the learner, then the keeper's last decision (the robot left on
+        the best version in keep-best mode, else on the one running). Returns its session_end record."""
+        if self.keeper is None or self.keeper.final is not None:
+            return self.keeper.final if self.keeper is not None else None
+        self._active = False
+        self._stop_learner()
+        self._release_ready(everything=True)
+        final = self.keeper.finish()
+        if self._status_pub is not None:
+            self._publish_status()
+        return final
+
+    def wait_for_final(self, executor, timeout: float) -> bool:
+        """Spin until the policy node runs the final re-push, if there is one (or refuses it, or ``timeout``)."""
+        ok = self.keeper.wait_for_final(lambda: executor.spin_once(timeout_sec=0.05), timeout)
+        if self._status_pub is not None:
+            self._publish_status()
+        return ok
 
     # ------------------------------------------------------------------ learner thread
 
@@ -392,7 +463,7 @@ class FinetuneNode(LifecycleNode):
                 self.get_logger().error(f"learner stopped: {self.learner_error}; still recording transitions")
                 return
             if update is not None:
-                self._update_pub.publish(String(data=json.dumps(update)))
+                self.keeper.offer(update)  # pushed by the keeper's tick when its turn comes
                 self.exported += 1
                 self.get_logger().info(f"exported policy v{update['version']} after {learner.updates} updates "
                                        f"({learner.transitions} transitions): {update['path']}")
@@ -406,8 +477,12 @@ class FinetuneNode(LifecycleNode):
                         "append_failures": r.append_failures, "last_append_error": r.last_error} if r else {}
         learner = self.learner.summary() if self.learner else {}
         learner.pop("settings", None)
+        keeper = self.keeper
         return {**recorded, "learner": learner, "exported": self.exported, "learner_error": self.learner_error,
-                "policy": self.policy_status}
+                "policy": keeper.policy_status if keeper else {}, "selection": keeper.status() if keeper else {}}
+
+    def _publish_update(self, update: dict) -> None:
+        self._update_pub.publish(String(data=json.dumps(update)))
 
     def _publish_status(self) -> None:
         self._status_pub.publish(String(data=json.dumps(self.status())))
@@ -441,6 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if node._active and rclpy.ok():  # SIGINT/SIGTERM ends the session (keep-best: on the best version)
+            try:
+                node.finish_session()
+                node.wait_for_final(executor, node.final_wait_s)
+            except Exception as exc:  # noqa: BLE001 - the log must still be closed below
+                node.get_logger().error(f"ending the session failed: {type(exc).__name__}: {exc}")
         node._active = False
         node._stop_learner()
         node._release_ready(everything=True)

@@ -27,7 +27,7 @@ starts a load just after a tick has published, so that onnxruntime's session cre
 holds the GIL for ~2 ms) falls into the idle part of the period. The policy it replaced is kept
 for /policy/undo (one level); policies dropped altogether are released by the worker once a
 later tick has started, never by the control thread. /policy/status (transient local) reports
-version, counts and the last refusal at activate and after every update or undo. The safety
+version, counts, the last refusal and the exploration std at activate and after every update or undo. The safety
 layer belongs to the node, not to a policy: it stands in front of every one.
 
 Timing. The ticks come from a dedicated control thread that sleeps to absolute deadlines
@@ -525,8 +525,10 @@ class PolicyNode(LifecycleNode):
         self.get_logger().warning(f"policy update refused: {reason}")
 
     def _publish_status(self) -> None:
-        """Under _swap_lock: the status of what runs now."""
-        self.status_pub.publish(String(data=json.dumps(self.history.status())))
+        """Under _swap_lock: the status of what runs now, and the exploration noise it runs with (fixed
+        from configure to deactivate), so a learner knows which returns are comparable."""
+        status = {**self.history.status(), "exploration_std": self.exploration.std}
+        self.status_pub.publish(String(data=json.dumps(status)))
 
     def _retire(self, policy) -> None:
         """Under _swap_lock. A tick may still hold the policy just swapped out: dropping the last

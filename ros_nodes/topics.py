@@ -26,7 +26,8 @@ mapped in without code changes.
     /policy/undo       std_msgs/Empty              back to the previous weights (one level); reliable, depth 10
     /policy/status     std_msgs/String             JSON {"version": int (0 = model_path), "sha256", "path",
                        "previous_version": int | null, "accepted", "refused", "undone": int,
-                       "last_refusal": str}; reliable, transient local, depth 1; published at activate
+                       "last_refusal": str, "exploration_std": float (the command noise, fixed while active)};
+                       reliable, transient local, depth 1; published at activate
                        and after every update or undo (ros_nodes.policy_update checks the requests)
 
 Per step the simulated robot publishes, in this order: applied_command, reward, joint_states

@@ -45,6 +45,14 @@ def sim_run(tmp_path_factory):
     return run_dir
 
 
+def stand_in_returns(policy_path: Path) -> list[float]:
+    """The policy file's deterministic returns on the stand-in (latency 1 step), on 10 fixed
+    episode seeds: in process, no ROS, no exploration noise."""
+    from benchmarks.sim2real_finetune import onnx_policy, returns
+
+    return returns(onnx_policy(policy_path), json.loads(STAND_IN))
+
+
 @pytest.mark.slow
 def test_live_finetuning_improves_the_stand_ins_return(sim_run, tmp_path, ros_env):
     out = tmp_path / "finetune"
@@ -56,11 +64,15 @@ def test_live_finetuning_improves_the_stand_ins_return(sim_run, tmp_path, ros_en
     # Every exported policy passed the policy node's checks and was swapped in.
     assert status["accepted"] >= 5 and status["refused"] == 0, status
     assert result["learner_status"]["append_failures"] == 0 and result["learner_status"]["learner_error"] == ""
-    before = [e["return"] for e in episodes if e["policy_version"] == 0]
-    after = [e["return"] for e in episodes[-4:]]
-    assert len(before) >= 3 and all(e["policy_version"] >= 5 for e in episodes[-4:]), episodes
-    # Measured here: v0 episodes 440-840 (mean ~590), the last ones ~890 after 70 s.
-    assert np.mean(after) > np.mean(before) + 150, (before, after)
+    assert len([e for e in episodes if e["policy_version"] == 0]) >= 3, episodes
+    # The policy the session left the robot on against the sim policy, each evaluated without
+    # noise on the same 10 stand-in episodes. (The session's own episodes carry the exploration
+    # noise and a different start each: too noisy to judge by a handful, hence this.)
+    # Measured here: the sim policy ~671, the session's final policy 830-990 (issue 17's runs).
+    before = stand_in_returns(out / "policy-v0000.onnx")
+    after = stand_in_returns(Path(status["path"]))
+    assert Path(status["path"]).name != "policy-v0000.onnx", status
+    assert np.mean(after) > np.mean(before) + 100, (result["final"], before, after)
     # Every transition the learner node recorded is in the log, none torn or corrupt.
     from rlcontrol.replay.transition_log import LogReader
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import envs
 from envs.core import scale_action
@@ -158,6 +159,52 @@ def test_learner_trains_on_the_log_and_exports_a_policy_the_probe_confirms(tmp_p
     assert (again.version, again.updates) == (1, 40)
     again.run_once()
     assert again.transitions == 150
+
+
+def test_policy_averaging_exports_the_polyak_average_and_resumes_it(tmp_path, small_run, cartpole):
+    """--policy-averaging r: the pushed policy is avg <- (1 - r) avg + r actor after every update
+    (checked against the same recursion done by hand), the actor itself trains on unchanged, and a
+    restarted learner goes on from the saved average, not from its actor."""
+    from rlcontrol.deploy import runtime
+
+    spec = cartpole.spec
+    log = open_log(tmp_path, spec)
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
+    rng = np.random.default_rng(2)
+    for kind, payload in robot_messages(cartpole, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32), 3):
+        recorder.feed(kind, payload)
+    log.flush()
+    rate = 0.1
+    settings = FinetuneSettings(learning_starts=100, export_every=20, chunk=1, probe_size=8, policy_averaging=rate)
+    learner = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
+    params = list(learner.agent.actor.parameters())
+    expected = [p.detach().clone() for p in params]
+    update = None
+    while update is None:
+        update = learner.run_once()
+        for e, p in zip(expected, params):  # the recursion, by hand
+            e.mul_(1 - rate).add_(rate * p.detach())
+    assert learner.updates == 20
+    assert any(not torch.allclose(e, p) for e, p in zip(expected, params))  # the average lags the actor
+    for got, e in zip(learner.policy_average.average, expected):
+        torch.testing.assert_close(got, e, rtol=1e-5, atol=1e-6)
+    actor_now = [p.detach().clone() for p in params]
+    # The exported graph is the average's policy: the probe (made with the swapped-in average) and a
+    # fresh forward pass of the averaged weights agree with the ONNX file; the actor is untouched.
+    policy = runtime.load(update["path"], expected_sha256=update["sha256"])
+    probe = np.asarray(update["probe"]["inputs"]["observation"], np.float32)
+    np.testing.assert_allclose(policy.act_batch(probe), np.asarray(update["probe"]["actions"]), atol=1e-4)
+    with learner.policy_average.swapped_in():
+        averaged = [p.detach().clone() for p in params]
+    for a, e in zip(averaged, expected):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+    for p, own in zip(params, actor_now):
+        assert torch.equal(p.detach(), own)
+    again = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
+    for got, e in zip(again.policy_average.average, learner.policy_average.average):
+        assert torch.equal(got, e)
+    with pytest.raises(Exception, match="policy_averaging"):
+        FinetuneSettings(policy_averaging=1.5)
 
 
 def test_disk_full_while_recording_is_counted_and_loses_nothing_earlier(tiny_filesystem, cartpole):

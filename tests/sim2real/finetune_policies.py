@@ -1,0 +1,61 @@
+"""Helpers for the keep-best tests (tests/sim2real/test_keep_best.py, tests/ros/test_ros_keep_best.py):
+a fine-tunable run without training, and policies of known quality exported from it.
+
+On dm_control cartpole-balance with 100-step episodes (action repeat 4), exploration std 0.1, the
+constant-zero policy scores about 190-250 (the pole falls slowly from upright) and the policy that
+always pushes the cart one way (+1) about 65 (it falls at once), so the first is clearly better.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+CONFIG = "configs/td3_cartpole_balance.yaml"
+
+
+def make_finetune_run(root: Path) -> Path:
+    """A TD3 cartpole-balance run folder with config.yaml, policy.pt and a complete checkpoint
+    (untrained weights, empty replay): everything `rlcontrol finetune` needs to start its learner."""
+    from rlcontrol.agents import make_agent
+    from rlcontrol.config import load_config, save_config
+    from rlcontrol.training import builders
+    from rlcontrol.training.checkpoint import CheckpointManager
+    from rlcontrol.training.loop import write_policy
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / CONFIG)
+    env = builders.make_env(config.env, config.seed, evaluation=True)
+    agent = make_agent(config, env.spec)
+    replay = builders.make_replay(config, env.spec)
+    env.close()
+    run = Path(root) / "run"
+    run.mkdir(parents=True)
+    save_config(config, run / "config.yaml")
+    write_policy(agent, run, 0)
+    CheckpointManager(run / "checkpoints").save(0, agent.state_dict(), replay, {"env_steps": 0})
+    return run
+
+
+def export_constant_policy(run: Path, out: Path, action: float) -> Path:
+    """Export ``run``'s policy with its last layer replaced so that it always commands ``action``
+    (normalized, in (-1, 1)): the same inputs and outputs as the run's own export."""
+    import torch
+
+    from rlcontrol.deploy.export import export_run
+    from rlcontrol.training.checkpoint import load_torch
+
+    variant = Path(out).parent / f"{Path(out).stem}-run"
+    if variant.exists():
+        shutil.rmtree(variant)
+    variant.mkdir(parents=True)
+    shutil.copy(run / "config.yaml", variant / "config.yaml")
+    payload = load_torch(run / "policy.pt")
+    actor = payload["policy"]["actor"]
+    last = max(int(key.split(".")[1]) for key in actor if key.startswith("net."))
+    actor[f"net.{last}.weight"] = torch.zeros_like(actor[f"net.{last}.weight"])
+    actor[f"net.{last}.bias"] = torch.full_like(actor[f"net.{last}.bias"], math.atanh(action))
+    torch.save(payload, variant / "policy.pt")
+    export_run(variant, out, parity_samples=8)
+    return Path(out)
