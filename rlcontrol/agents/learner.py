@@ -109,20 +109,24 @@ def build_networks(cfg: DDPGConfig, obs_spec, action_dim: int, critic_out: int,
     critic_options = {"layer_norm": cfg.critic_layer_norm, "dropout": cfg.critic_dropout}
     if cfg.encoders and not isinstance(obs_spec, Mapping):
         raise ValueError("agent.encoders (split networks) needs named observation parts: set env.obs_format: dict")
-    if not cfg.encoders:
+    flat = not cfg.encoders
+    if flat:
         obs_dim = flat_obs_dim(obs_spec)
         critic = EnsembleCritic(obs_dim, action_dim, cfg.critic_hidden, ensemble_size=cfg.n_critics, out_dim=critic_out,
                                 residual_blocks=cfg.critic_residual_blocks, **critic_options)
-        if stochastic:
-            body = mlp(obs_dim, cfg.actor_hidden, 2 * action_dim, layer_norm=cfg.actor_layer_norm)
-            return GaussianActor(body, action_dim, cfg.log_std_min, cfg.log_std_max), critic
-        return DeterministicActor(obs_dim, action_dim, cfg.actor_hidden, layer_norm=cfg.actor_layer_norm), critic
-    critic = SplitEnsembleCritic(obs_spec, cfg.encoders, action_dim, cfg.critic_hidden, ensemble_size=cfg.n_critics,
-                                 out_dim=critic_out, **critic_options)
-    if stochastic:
+    else:
+        critic = SplitEnsembleCritic(obs_spec, cfg.encoders, action_dim, cfg.critic_hidden,
+                                     ensemble_size=cfg.n_critics, out_dim=critic_out, **critic_options)
+    if not stochastic:
+        if flat:
+            return DeterministicActor(obs_dim, action_dim, cfg.actor_hidden, layer_norm=cfg.actor_layer_norm), critic
+        return SplitActor(obs_spec, cfg.encoders, action_dim, cfg.actor_hidden, layer_norm=cfg.actor_layer_norm), critic
+    # SAC: the same bodies, with 2A outputs (mean and log-std), under the tanh-Gaussian head.
+    if flat:
+        body = mlp(obs_dim, cfg.actor_hidden, 2 * action_dim, layer_norm=cfg.actor_layer_norm)
+    else:
         body = SplitMLP(obs_spec, cfg.encoders, 2 * action_dim, cfg.actor_hidden, layer_norm=cfg.actor_layer_norm)
-        return GaussianActor(body, action_dim, cfg.log_std_min, cfg.log_std_max), critic
-    return SplitActor(obs_spec, cfg.encoders, action_dim, cfg.actor_hidden, layer_norm=cfg.actor_layer_norm), critic
+    return GaussianActor(body, action_dim, cfg.log_std_min, cfg.log_std_max), critic
 
 
 def trainable_pairs(online: nn.Module, target: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -47,6 +47,17 @@ def _norm(norm: EnsembleLayerNorm, x: torch.Tensor, member: int | None) -> torch
                          norm.weight[member])
 
 
+def hidden_step(x: torch.Tensor, norm: EnsembleLayerNorm | None, dropout_p: float,
+                generator: torch.Generator | None, training: bool, member: int | None = None) -> torch.Tensor:
+    """What follows each hidden affine layer of a critic (flat or split): dropout (DroQ, training
+    only), then LayerNorm when on, then ReLU."""
+    if training and dropout_p > 0.0:
+        x = dropout(x, dropout_p, generator)
+    if norm is not None:
+        x = _norm(norm, x, member)
+    return torch.relu(x)
+
+
 class EnsembleCritic(nn.Module):
     def __init__(
         self,
@@ -93,12 +104,9 @@ class EnsembleCritic(nn.Module):
             return self._residual(x, member)
         *hidden, last = self.layers
         for j, layer in enumerate(hidden):
-            x = _affine(layer, x, member)
-            if self.training and self.dropout_p > 0.0:
-                x = dropout(x, self.dropout_p, self.dropout_generator)
-            if self.norms is not None:
-                x = _norm(self.norms[j], x, member)
-            x = torch.relu(x)
+            norm = self.norms[j] if self.norms is not None else None
+            x = hidden_step(_affine(layer, x, member), norm, self.dropout_p, self.dropout_generator, self.training,
+                            member)
         return _affine(last, x, member)
 
     def _residual(self, x: torch.Tensor, member: int | None) -> torch.Tensor:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcontrol.networks.critic import dropout
+from rlcontrol.networks.critic import hidden_step
 from rlcontrol.networks.ensemble_linear import EnsembleLayerNorm, EnsembleLinear
 from rlcontrol.networks.image_encoders import IMAGE_ENCODER_TYPES, build_image_encoder
 
@@ -156,11 +156,8 @@ class SplitTrunk(nn.Module):
                 x = torch.cat([x, *joining[j]], dim=-1)
             x = layer(x)
             if j < last:
-                if self.training and self.dropout_p > 0.0:
-                    x = dropout(x, self.dropout_p, self.dropout_generator)
-                if self.norms is not None:
-                    x = self.norms[j](x)
-                x = torch.relu(x)
+                norm = self.norms[j] if self.norms is not None else None
+                x = hidden_step(x, norm, self.dropout_p, self.dropout_generator, self.training)
         return x
 
 
