@@ -28,12 +28,16 @@ The rule
   absolute level).
 * **Eligible**: at least ``min_episodes`` such episodes (default 3; at least 2, for a spread).
 * **Best**: the eligible policy with the highest one-sided lower confidence bound of its mean return,
-  ``mean - t(confidence, n - 1) * sd / sqrt(n)`` (Student t, sample sd, default confidence 0.9).
-  A version with one lucky episode is never eligible, and a version with few, scattered episodes is
-  penalised by its wide bound. Ties (equal lower bound and equal mean): the running policy, then the
-  newer version.
+  ``mean - t(confidence, df) * sd / sqrt(n)`` (Student t, default confidence 0.9), where ``sd`` is
+  **pooled** over every compared policy (squared deviations from each policy's own mean, over
+  ``df = sum(n_i - 1)``, as in a one-way analysis of variance). A version with one lucky episode is
+  never eligible, and a version with fewer episodes gets a wider bound. Pooled, not each version's own
+  sd: with 3 episodes a sample sd is itself very uncertain (its 10th percentile is a third of the
+  true sd), and a version whose 3 episodes happened to lie close together won on its narrow bound
+  over clearly better ones (measured: docs/sim2real.md, Keeping the best version). Ties (equal lower
+  bound and equal mean): the running policy, then the newer version.
 * **Rollback** (keep-best mode): when the running policy is eligible and its upper bound
-  ``mean + t(confidence, n - 1) * sd / sqrt(n)`` is below the best's lower bound, it is clearly worse:
+  ``mean + t(confidence, df) * sd / sqrt(n)`` is below the best's lower bound, it is clearly worse:
   go back to the best.
 * **Judged** (:func:`evaluated`): the running policy (its weights, so a rollback's re-push of a judged
   version counts as judged at once) has ``min_episodes`` whole episodes under the current std; in
@@ -100,18 +104,35 @@ def t_quantile(confidence: float, df: int) -> float:
     return float(t.ppf(confidence, df))
 
 
-def mean_bounds(returns: Sequence[float], confidence: float) -> tuple[float, float, float, float]:
+def mean_bounds(returns: Sequence[float], confidence: float,
+                spread: tuple[float, int] | None = None) -> tuple[float, float, float, float]:
     """(mean, sample sd, lower, upper): the one-sided ``confidence`` bounds of the mean return.
-    With fewer than 2 returns the sd is 0 and the bounds are -inf and +inf."""
+
+    ``spread`` (sd, df): the sd to bound with and its degrees of freedom, pooled over the versions
+    compared (:func:`pooled_spread`); without it, the returns' own sample sd with n - 1. With no
+    degrees of freedom (fewer than 2 returns anywhere) the bounds are -inf and +inf."""
     n = len(returns)
     if n == 0:
         return math.nan, 0.0, -math.inf, math.inf
     mean = math.fsum(returns) / n
-    if n < 2:
-        return mean, 0.0, -math.inf, math.inf
-    sd = math.sqrt(math.fsum((r - mean) ** 2 for r in returns) / (n - 1))
-    half = t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+    sd = math.sqrt(math.fsum((r - mean) ** 2 for r in returns) / (n - 1)) if n >= 2 else 0.0
+    bound_sd, df = spread if spread is not None else (sd, n - 1)
+    if df < 1:
+        return mean, sd, -math.inf, math.inf
+    half = t_quantile(confidence, df) * bound_sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half
+
+
+def pooled_spread(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
+    """(sd, df) pooled over groups of returns, as in a one-way analysis of variance: the squared
+    deviations from each group's own mean, summed, over sum(n_i - 1). Groups of one add nothing."""
+    squares, df = 0.0, 0
+    for returns in groups:
+        if len(returns) >= 2:
+            mean = math.fsum(returns) / len(returns)
+            squares += math.fsum((r - mean) ** 2 for r in returns)
+            df += len(returns) - 1
+    return (math.sqrt(squares / df), df) if df else (0.0, 0)
 
 
 def std_key(std: float | None) -> float | None:
@@ -130,13 +151,14 @@ class PolicyStats:
     other_std_episodes: int
     min_episodes: int
     confidence: float
+    spread: tuple[float, int] | None = None  # (sd, df) pooled over the compared versions: the bounds' sd
     mean: float = field(init=False)
     sd: float = field(init=False)
     lower: float = field(init=False)
     upper: float = field(init=False)
 
     def __post_init__(self) -> None:
-        mean, sd, lower, upper = mean_bounds(self.returns, self.confidence)
+        mean, sd, lower, upper = mean_bounds(self.returns, self.confidence, self.spread)
         for name, value in (("mean", mean), ("sd", sd), ("lower", lower), ("upper", upper)):
             object.__setattr__(self, name, value)
 
@@ -157,7 +179,8 @@ class PolicyStats:
             return None if x is None or not math.isfinite(x) else round(x, 3)
 
         return {"version": self.label, "versions": list(self.versions), "sha256": self.sha256, "path": self.path,
-                "episodes": self.n, "mean": num(self.mean), "sd": num(self.sd), "lower": num(self.lower),
+                "episodes": self.n, "mean": num(self.mean), "sd": num(self.sd),
+                "pooled_sd": num(self.spread[0]) if self.spread and self.spread[1] else None, "lower": num(self.lower),
                 "upper": num(self.upper), "eligible": self.eligible, "best": best, "running": running,
                 "other_std_episodes": self.other_std_episodes}
 
@@ -185,9 +208,10 @@ def policy_stats(episodes: Sequence[EpisodeResult], settings: SelectionSettings)
             g["returns"].append(float(e.ret))
         else:
             g["other"] += 1
+    spread = pooled_spread(g["returns"] for g in groups.values())
     return {key: PolicyStats(label=min(g["versions"]), versions=tuple(sorted(g["versions"])), sha256=g["sha256"],
                              path=g["path"], returns=tuple(g["returns"]), other_std_episodes=g["other"],
-                             min_episodes=settings.min_episodes, confidence=settings.confidence)
+                             min_episodes=settings.min_episodes, confidence=settings.confidence, spread=spread)
             for key, g in groups.items()}
 
 
@@ -324,7 +348,7 @@ def format_table(table: Sequence[dict], confidence: float) -> list[str]:
         name = f"v{row['version']}" + (f" (also {', '.join(f'v{v}' for v in also)})" if also else "")
         if row["episodes"] == 0:
             stats = "no episodes at the compared std"
-        elif row["lower"] is None:
+        elif row["lower"] is None or row["episodes"] < 2:
             stats = f"{row['episodes']} episode{'s' if row['episodes'] != 1 else ''}, mean {row['mean']:.1f}"
         else:
             stats = (f"{row['episodes']} episodes, mean {row['mean']:.1f}, {pct} bounds "

@@ -83,10 +83,11 @@ def test_restore_plan_picks_the_best_logged_version(tmp_path, run_and_policies):
     session_log(tmp_path, good, bad)
     decision, path, digest = restore_plan(tmp_path, SelectionSettings())
     assert decision.best.label == 0 and path == str(good) and digest == sha(good)
-    # v0: mean 240, sd 10, lower 240 - 1.8856 * 10 / sqrt(3) = 229.1
+    # v0 [230, 240, 250], v1 [60, 65, 70]: pooled sd sqrt((200 + 50) / 4) = 7.906 with 4 df;
+    # v0: mean 240, lower 240 - 1.5332 * 7.906 / sqrt(3) = 233.0
     assert decision.best_text == ("compared at exploration std 0.2: v0: mean 240.0 over 3 episodes, 90% lower bound "
-                                  "229.1 (best)")
-    assert decision.best.lower == pytest.approx(240 - 1.8856 * 10 / math.sqrt(3), abs=0.01)
+                                  "233.0 (best)")
+    assert decision.best.lower == pytest.approx(240 - 1.5332 * math.sqrt(62.5) / math.sqrt(3), abs=0.01)
 
 
 def test_restore_plan_errors_are_one_line(tmp_path, run_and_policies):
@@ -175,10 +176,10 @@ def test_restore_best_dry_run_prints_the_best_version_and_why(tmp_path, capsys, 
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0] == (f"best version by the rule: v0 ({good}): compared at exploration std 0.2: v0: mean 240.0 over "
-                        "3 episodes, 90% lower bound 229.1 (best)")
+                        "3 episodes, 90% lower bound 233.0 (best)")
     assert lines[1:] == ["versions (episodes under the compared exploration std):",
-                         "  v0: 3 episodes, mean 240.0, 90% bounds [229.1, 250.9]  [best]",
-                         "  v1: 3 episodes, mean 65.0, 90% bounds [59.6, 70.4]"]
+                         "  v0: 3 episodes, mean 240.0, 90% bounds [233.0, 247.0]  [best]",
+                         "  v1: 3 episodes, mean 65.0, 90% bounds [58.0, 72.0]"]
     code, out, _ = run_cli(capsys, tmp_path, "--restore-best", "--dry-run", "--min-episodes", "4", "--json")
     assert code == 2
     code, out, _ = run_cli(capsys, tmp_path, "--restore-best", "--dry-run", "--confidence", "0.95", "--json")
@@ -266,7 +267,7 @@ def test_with_keep_best_an_export_waits_for_the_judgement_and_a_clearly_worse_on
     keeper.tick()
     assert [u["version"] for u in pushed] == [1]
     _runs(keeper, 1, bad, [60.0, 65.0, 70.0])
-    keeper.tick()  # v1: upper 65 + 8.7 < v0's lower 229.1: v0's file again, as v2
+    keeper.tick()  # v1: upper 65 + 7.0 < v0's lower 233.0: v0's file again, as v2
     assert keeper.rollbacks == 1 and (pushed[-1]["version"], pushed[-1]["sha256"]) == (2, sha(good))
     assert read_jsonl(tmp_path / METRICS_FILE)[-1]["reason"].endswith("rolled back to v0 (re-pushed as v2)")
     _runs(keeper, 2, good, [])
