@@ -605,7 +605,7 @@ class PolicyNode(LifecycleNode):
                 self.estop.trip()
                 if self.policy is not None and self._loop is not None:
                     self._publish(self.safety.safe_command)  # now, not at the next tick
-            self.get_logger().warn("e-stop: latched; publish on the reset topic to clear it")
+            self.get_logger().warning("e-stop: latched; publish on the reset topic to clear it")
 
     def _on_estop_reset(self, msg: Empty) -> None:
         self.estop.reset()
@@ -637,7 +637,7 @@ class PolicyNode(LifecycleNode):
         try:
             os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(min(priority, 99)))
         except (OSError, AttributeError) as exc:
-            self.get_logger().warn(f"realtime_priority {priority} refused by the OS ({exc}); normal scheduling")
+            self.get_logger().warning(f"realtime_priority {priority} refused by the OS ({exc}); normal scheduling")
 
     def _tick(self) -> None:
         start = time.monotonic()
