@@ -239,7 +239,7 @@ class LiveLearner:
             weights = self.agent.policy_state_dict()
             digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in _tensors(weights))).hexdigest()
             meta = build_metadata(self.config, self.spec, digest,
-                                  extra={"source_run": str(self.run_dir.resolve()), "finetune_version": version,
+                                  extra={"source_run": self.run_dir.resolve().name, "finetune_version": version,
                                          "finetune_updates": self.updates,
                                          "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             data = to_onnx_bytes(deployed_module(self.agent, self.spec, meta), graph_shapes(meta), meta)

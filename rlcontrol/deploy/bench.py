@@ -106,7 +106,7 @@ def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path |
             raise UserError(f"the PyTorch policy in {source} and {path} disagree by {diff:.2e}; wrong --run?")
     else:
         torch_note = ("eager PyTorch not measured: the source run folder was not found "
-                      f"({source or 'not recorded'}); pass --run RUN_DIR")
+                      f"({source or 'not recorded'}; the policy records the run's name only); pass --run RUN_DIR")
 
     per_block = calls // blocks
     samples = {name: np.empty(per_block * blocks, dtype=np.int64) for name in backends}

@@ -260,7 +260,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, parity_samples: int = 10
     config, env, agent = load_policy_agent(run_dir)
     checkpoint = run_dir / POLICY_FILE
     meta = build_metadata(config, env.spec, sha256_file(checkpoint),
-                          extra={"source_run": str(run_dir.resolve()),
+                          # The run's name, not the trainer's directory layout: the file is shipped and
+                          # shared; checkpoint_sha256 identifies the weights exactly.
+                          extra={"source_run": run_dir.resolve().name,
                                  "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
                           camera=camera)
     shapes = graph_shapes(meta)

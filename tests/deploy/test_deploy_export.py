@@ -139,6 +139,9 @@ def test_metadata_records_the_contract(td3_export):
     assert (obs.name, obs.shape, obs.dtype, obs.history) == ("observation", (5,), "float32", 1)
     assert obs.components == (("position", (3,)), ("velocity", (2,)))
     assert json.loads(props["rlcontrol.actions"])["output"] == "action"
+    # Shipped to robots and shared: the run's name, never the training machine's paths.
+    assert meta.extra["source_run"] == run_dir.resolve().name
+    assert str(run_dir.resolve().parent) not in json.dumps(props)
 
 
 def test_export_is_atomic_and_leaves_no_temp_files(td3_export):
