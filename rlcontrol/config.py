@@ -162,6 +162,8 @@ class ReplayConfig:
     offline_ratio: float = _f(0.5, "fraction of each batch drawn from offline_replay; the rest from the online replay",
                               min=0.0, max=1.0)
     offline_pretrain_updates: int = _f(0, "updates on offline_replay alone before collecting any experience", min=0)
+    offline_replay_recipe: str | None = _f(None, "the command that makes offline_replay, shown when the file is "
+                                                 "missing (None: a generic hint)")
 
 
 @dataclass

@@ -186,7 +186,10 @@ class Trainer:
         try:
             offline = load_replay_file(path, device=self.config.train.device)
         except FileNotFoundError:
-            raise UserError(f"replay.offline_replay: file not found: {path}") from None
+            recipe = self.config.replay.offline_replay_recipe
+            how = (f"make it first: {recipe}" if recipe else
+                   "make it first, e.g. from a ROS 2 recording with `rlcontrol bag-to-replay`")
+            raise UserError(f"replay.offline_replay: file not found: {path}; {how}") from None
         except ValueError as exc:
             # (the message names the file)
             raise UserError(f"replay.offline_replay: {str(exc).splitlines()[0]}") from None

@@ -202,6 +202,18 @@ def test_a_bad_offline_file_is_one_error_line_before_anything_is_written(tmp_pat
     assert not run.exists()
 
 
+def test_a_missing_offline_file_says_how_to_make_it(tmp_path, capsys):
+    """configs/qtopt_grasp.yaml names a file another script makes: the error gives that command."""
+    run = tmp_path / "run"
+    missing = tmp_path / "grasp_offline.safetensors"
+    assert main(["train", "configs/qtopt_grasp.yaml", "--run-dir", str(run), "--no-progress",
+                 "--set", f"replay.offline_replay={missing}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"file not found: {missing}" in err
+    assert "make it first: .venv/bin/python scripts/grasp_offline_replay.py configs/qtopt_grasp.yaml" in err
+    assert not run.exists()
+
+
 def test_pretraining_without_an_offline_file_is_a_config_error():
     from rlcontrol.config import config_from_dict
     from rlcontrol.errors import ConfigError
