@@ -39,21 +39,26 @@ def evaluate(env, policy, episodes: int, seed: int, round_index: int = 0) -> lis
 
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> None:
-    """RGB uint8 frames (H, W, 3) -> mp4 (MPEG-4 Part 2, readable everywhere), atomically."""
-    import cv2
+    """RGB uint8 frames (H, W, 3) -> H.264 mp4 (yuv420p, moov atom first: plays in web browsers,
+    TensorBoard and notebooks), atomically. Odd frame sizes are padded by one black row/column
+    (4:2:0 chroma needs even ones)."""
+    import av
 
     if not frames:
         return
     h, w = frames[0].shape[:2]
+    pad_h, pad_w = h % 2, w % 2
     with atomic_path(Path(path)) as tmp:
-        mp4 = tmp.with_suffix(".mp4")  # OpenCV picks the container from the suffix
-        writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            raise RuntimeError("OpenCV could not open an mp4 writer")
-        for frame in frames:
-            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
-        writer.release()
-        mp4.replace(tmp)
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=round(fps))
+            stream.width, stream.height, stream.pix_fmt = w + pad_w, h + pad_h, "yuv420p"
+            stream.options = {"crf": "23", "preset": "veryfast"}
+            for frame in frames:
+                image = np.ascontiguousarray(frame, dtype=np.uint8)
+                if pad_h or pad_w:
+                    image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder's delayed frames
 
 
 def record_video(env, policy, path: str | Path, seed: int, max_frames: int, size: int) -> float:

@@ -2,7 +2,9 @@
 
 import json
 
+import av
 import cv2
+import numpy as np
 import pytest
 
 from rlcontrol.cli import main
@@ -34,6 +36,11 @@ def test_dmc_run_writes_curve_video_logs_and_evaluates(tmp_path, capsys):
         assert frame.shape == (64, 64, 3)
         frames += 1
     assert frames == 12
+    # H.264 in yuv420p (what browsers, TensorBoard and notebooks play), not MPEG-4 Part 2.
+    with av.open(str(run / "video.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert sum(1 for _ in container.decode(video=0)) == 12
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("losses/critic_loss" in r for r in rows) and any("charts/episodic_return" in r for r in rows)
     assert (run / "eval.csv").read_text().splitlines()[0] == "env_steps,mean_return,std_return,episodes"
@@ -52,3 +59,18 @@ def test_eval_rejects_a_damaged_policy_file(tmp_path, capsys):
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rlcontrol: error: cannot read")
+
+
+def test_video_is_h264_and_odd_frame_sizes_are_padded(tmp_path):
+    from rlcontrol.training.evaluate import write_video
+
+    frames = [np.full((63, 85, 3), 10 * i, np.uint8) for i in range(5)]
+    write_video(frames, tmp_path / "v.mp4", fps=25.0)
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 5 and decoded[0].shape == (64, 86, 3)
+    # lossy, but the content is there: frame 4 is ~40 grey in the picture area, the pad black
+    assert abs(float(decoded[4][:63, :85].mean()) - 40.0) < 3.0
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # written atomically, nothing left behind
