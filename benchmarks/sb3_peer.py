@@ -169,10 +169,19 @@ def _due_points(start: int, end: int, every: int) -> set[int]:
 
 def _open_sb3_run(run_dir: Path, train_env, hyper: dict, identity: dict, steps: int, seed: int):
     """(model, state): continued from run_dir's last checkpoint, or new."""
+    from stable_baselines3.common.logger import Logger
+
+    latest = _latest_checkpoint(run_dir / "checkpoints")
+    model, state = _new_or_loaded(run_dir, latest, train_env, hyper, identity, steps, seed)
+    # No SB3 log output (its default makes an empty /tmp/SB3-<date> folder on every learn()).
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model, state
+
+
+def _new_or_loaded(run_dir: Path, latest, train_env, hyper: dict, identity: dict, steps: int, seed: int):
     from stable_baselines3 import SAC
     from stable_baselines3.common.utils import set_random_seed
 
-    latest = _latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         # SAC(seed=...) would also seed the env's first reset; episode seeds come from RlcGymEnv instead.
