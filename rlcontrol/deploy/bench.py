@@ -75,6 +75,17 @@ def torch_eager_policy(run_dir: str | Path, expected_checkpoint_sha256: str | No
     return act
 
 
+def _recorded_run(policy_path: Path, name: str | None) -> Path | None:
+    """The run folder the policy records by name (source_run), where it usually is: the policy's own
+    folder (exported into the run), a sibling of it, or runs/NAME. None when not found."""
+    if not name:
+        return None
+    for folder in (policy_path.resolve().parent, policy_path.resolve().parent / name, Path("runs") / name):
+        if folder.name == name and (folder / "config.yaml").is_file():
+            return folder
+    return None
+
+
 def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path | None = None, blocks: int = 10,
                  seed: int = 0) -> dict:
     from rlcontrol.deploy import runtime
@@ -94,7 +105,7 @@ def bench_policy(path: str | Path, *, calls: int = 10_000, run_dir: str | Path |
 
     backends: dict[str, Callable] = {"onnxruntime": policy.act}
     torch_note = None
-    source = run_dir or meta.extra.get("source_run")
+    source = run_dir or _recorded_run(Path(path), meta.extra.get("source_run"))
     if source and Path(source).is_dir():
         import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,10 +42,20 @@ def test_export_inspect_and_bench(make_run_dir, tmp_path):
     text = run_cli("inspect", out)
     assert "control period" in text.stdout and "checkpoint sha256" in text.stdout
 
-    bench = last_json(run_cli("bench-policy", out, "--calls", "1000", "--json"))
-    for backend in ("onnxruntime", "torch_eager"):
-        r = bench[backend]
-        assert r["calls"] == 1000 and 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
+    # The policy records the run's name only: the run is found in the policy's folder or beside it,
+    # or given with --run; elsewhere the eager arm is skipped with a note.
+    alone = tmp_path / "shipped" / "policy.onnx"
+    alone.parent.mkdir()
+    shutil.copy(out, alone)
+    bench = last_json(run_cli("bench-policy", alone, "--calls", "1000", "--json"))
+    assert "torch_eager" not in bench and "pass --run RUN_DIR" in json.dumps(bench)
+    inside = run_dir / "policy.onnx"
+    shutil.copy(out, inside)
+    for args in ((inside,), (alone, "--run", run_dir)):
+        bench = last_json(run_cli("bench-policy", *args, "--calls", "1000", "--json"))
+        for backend in ("onnxruntime", "torch_eager"):
+            r = bench[backend]
+            assert r["calls"] == 1000 and 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
     # The deployment path must beat eager PyTorch; the 3x target is measured in benchmarks.
     assert bench["onnxruntime"]["p50_us"] < bench["torch_eager"]["p50_us"]
 
