@@ -61,6 +61,18 @@ def open_log(tmp_path, spec):
     return TransitionLog.open(tmp_path / "log", schema, fsync="none")
 
 
+def record_random_episodes(tmp_path, env, seed: int, episodes: int = 3) -> None:
+    """The node's recorder fed `episodes` episodes of uniform random actions, into tmp_path/log."""
+    spec = env.spec
+    log = open_log(tmp_path, spec)
+    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
+    rng = np.random.default_rng(seed)
+    for kind, payload in robot_messages(env, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32),
+                                        episodes):
+        recorder.feed(kind, payload)
+    log.flush()
+
+
 def test_recorder_logs_exact_transitions_with_episode_ends(tmp_path, cartpole):
     spec = cartpole.spec
     rng = np.random.default_rng(0)
@@ -130,13 +142,7 @@ def small_run(tmp_path_factory, request):
 def test_learner_trains_on_the_log_and_exports_a_policy_the_probe_confirms(tmp_path, small_run, cartpole):
     from rlcontrol.deploy import runtime
 
-    spec = cartpole.spec
-    log = open_log(tmp_path, spec)
-    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
-    rng = np.random.default_rng(1)
-    for kind, payload in robot_messages(cartpole, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32), 3):
-        recorder.feed(kind, payload)
-    log.flush()
+    record_random_episodes(tmp_path, cartpole, seed=1)
     settings = FinetuneSettings(learning_starts=100, export_every=40, chunk=10, probe_size=8)
     learner = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
     before = {k: v.clone() for k, v in learner.agent.actor.state_dict().items()}
@@ -167,13 +173,7 @@ def test_policy_averaging_exports_the_polyak_average_and_resumes_it(tmp_path, sm
     restarted learner goes on from the saved average, not from its actor."""
     from rlcontrol.deploy import runtime
 
-    spec = cartpole.spec
-    log = open_log(tmp_path, spec)
-    recorder = TransitionRecorder(log, [n for n, _ in spec.obs_layout], spec.action_low, spec.action_high)
-    rng = np.random.default_rng(2)
-    for kind, payload in robot_messages(cartpole, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32), 3):
-        recorder.feed(kind, payload)
-    log.flush()
+    record_random_episodes(tmp_path, cartpole, seed=2)
     rate = 0.1
     settings = FinetuneSettings(learning_starts=100, export_every=20, chunk=1, probe_size=8, policy_averaging=rate)
     learner = LiveLearner(small_run, tmp_path / "log", tmp_path / "out", settings)
