@@ -20,13 +20,42 @@ from ros_nodes import launch
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh dev,ros)")
 
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_PACKAGES = ("rlcontrol", "envs", "sim2real", "ros_nodes")
+
+
+def _project_modules() -> list[str]:
+    """Every module of the project's own code, by name (a node started with -m is __main__)."""
+    names = ["__main__"]
+    for package in PROJECT_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+# Deprecation warnings raised by the project's own code are errors in the ROS tests (a deprecated
+# call such as rclpy's RcutilsLogger.warn fails the test that reaches it). Scoped by module, since
+# rclpy and other libraries raise their own (rclpy imports the deprecated sre_parse).
+DEPRECATIONS_ARE_ERRORS = ",".join(f"error::DeprecationWarning:{name}" for name in _project_modules())
+
+
+def pytest_collection_modifyitems(items):
+    # The test process talks rclpy too (the operator node): the same rule holds there.
+    here = Path(__file__).resolve().parent
+    rule = "error::DeprecationWarning:(" + "|".join(PROJECT_PACKAGES) + r"|tests|conftest|test_\w+)(\..*)?"
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(here):
+            item.add_marker(pytest.mark.filterwarnings(rule))
+
 
 @pytest.fixture
 def ros_env(monkeypatch):
     """Environment for this test and the node processes it starts (a private domain id)."""
     domain = str(random.Random(os.getpid() ^ id(monkeypatch)).randint(1, 100))
+    # Every node process runs with the project's deprecation warnings as errors (see above).
     values = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "MUJOCO_GL": "egl",
-              "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+              "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "PYTHONWARNINGS": DEPRECATIONS_ARE_ERRORS}
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return {**os.environ, **values}
