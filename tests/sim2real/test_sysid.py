@@ -326,6 +326,7 @@ def _wait(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.serial  # real DDS between processes: with the ROS tests, not beside a parallel worker
 @pytest.mark.timeout(150)
 def test_sysid_from_a_recording_of_the_randomized_sim_robot(ros_env, tmp_path):
     """sim_robot runs a hidden world (actuator_gain 0.6, latency 1 step, observation noise),
