@@ -244,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--confidence", type=_finite_float(lambda v: 0.5 < v < 1.0, "a number between 0.5 and 1 "
                                                        "(exclusive)"), default=0.9,
                     help="one-sided confidence level of the Student-t bounds on each version's mean return (default 0.9)")
+    fp.add_argument("--stop-on-plateau", action=argparse.BooleanOptionalAction, default=False,
+                    help="end the session once the robot's returns plateau: the last --plateau-window episodes lie "
+                         "within --plateau-tolerance x their gain over the first policy; the robot stays on the "
+                         "version that drove the last of them (docs/sim2real.md, Stopping on a plateau)")
+    fp.add_argument("--plateau-window", type=_int_at_least(2), default=10,
+                    help="with --stop-on-plateau: recent episodes that must agree (default 10)")
+    fp.add_argument("--plateau-tolerance", type=_finite_float(lambda v: 0.0 < v < 1.0, "a number between 0 and 1 "
+                                                              "(exclusive)"), default=0.05,
+                    help="with --stop-on-plateau: their spread as a share of their gain (default 0.05)")
     fp.add_argument("--restore-best", action="store_true",
                     help="instead of fine-tuning: push the best version by the rule over OUT's logs to the running "
                          "policy node (after the learner was killed)")
@@ -427,7 +436,8 @@ def cmd_finetune(args) -> dict:
                        policy_averaging=args.policy_averaging,
                        fsync=args.fsync, exploration_std=args.exploration_std, keep_best=args.keep_best,
                        rollback=args.rollback, min_episodes=args.min_episodes, confidence=args.confidence,
-                       quiet=args.json)
+                       stop_on_plateau=args.stop_on_plateau, plateau_window=args.plateau_window,
+                       plateau_tolerance=args.plateau_tolerance, quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]

@@ -51,13 +51,17 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
              learning_starts: int = 500, export_every: int = 1000, lr_scale: float = 1.0, critic_warmup: int = 0,
              sim_replay_ratio: float = 0.0, policy_averaging: float = 0.005, fsync: str = "interval", exploration_std: float = 0.2,
              keep_best: bool = False, rollback: bool = True, min_episodes: int = 3, confidence: float = 0.9,
+             stop_on_plateau: bool = False, plateau_window: int = 10, plateau_tolerance: float = 0.05,
              quiet: bool = False) -> dict:
     from rlcontrol.deploy import runtime
     from rlcontrol.deploy.export import export_run
     from ros_nodes.launch import _action_repeat
+    from sim2real.plateau import PlateauRule
     from sim2real.version_selection import SelectionSettings
 
-    SelectionSettings(min_episodes=min_episodes, confidence=confidence)  # one line for a bad value, before anything starts
+    # one line for a bad value, before anything starts
+    SelectionSettings(min_episodes=min_episodes, confidence=confidence)
+    PlateauRule(window=plateau_window, tolerance=plateau_tolerance)
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a run folder (no config.yaml)")
@@ -82,7 +86,8 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
               "lr_scale": float(lr_scale), "critic_warmup": int(critic_warmup),
               "sim_replay_ratio": float(sim_replay_ratio), "policy_averaging": float(policy_averaging),
               "keep_best": bool(keep_best), "rollback": bool(rollback), "min_episodes": int(min_episodes),
-              "confidence": float(confidence),
+              "confidence": float(confidence), "stop_on_plateau": bool(stop_on_plateau),
+              "plateau_window": int(plateau_window), "plateau_tolerance": float(plateau_tolerance),
               "autostart": True}
     ros_params = [arg for key, value in params.items() for arg in ("-p", f"{key}:={_param(value)}")]
 
@@ -265,6 +270,12 @@ class _FinetuneMonitor:
                 stopped_by = "episodes"
                 break
             if duration and time.monotonic() - start >= duration:
+                break
+            plateau = (self.learner_status.get("selection") or {}).get("plateau")
+            if plateau:
+                stopped_by = "plateau"
+                if not quiet:
+                    print(f"finetune: {plateau.get('reason')}: ending the session", flush=True)
                 break
         wall = time.monotonic() - start
         if with_robot:

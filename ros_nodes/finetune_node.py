@@ -109,6 +109,10 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "rollback": (True, "with keep_best: re-push the best version when the running one is clearly worse"),
     "min_episodes": (3, "whole episodes a version needs before it is compared (>= 2)"),
     "confidence": (0.9, "one-sided confidence level of the bounds on each version's mean return"),
+    "stop_on_plateau": (False, "end the session once the robot's returns plateau (sim2real.plateau): no more pushes, "
+                               "the robot stays on the version that drove the last episode"),
+    "plateau_window": (10, "with stop_on_plateau: recent episodes that must agree"),
+    "plateau_tolerance": (0.05, "with stop_on_plateau: their spread, as a share of their gain over the first policy"),
     "final_wait_s": (10.0, "on SIGINT/SIGTERM with keep_best: how long to wait for the policy node to run the "
                            "final version"),
     "autostart": (False, "configure and activate at startup instead of waiting for a lifecycle manager"),
@@ -268,6 +272,7 @@ class FinetuneNode(LifecycleNode):
         from ros_nodes.bag_tools import policy_contract
         from ros_nodes.keep_best import VersionKeeper
         from sim2real.finetune import INTERVENTION_LABELS, FinetuneSettings, LiveLearner
+        from sim2real.plateau import PlateauRule
         from sim2real.version_selection import SelectionSettings
 
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
@@ -287,7 +292,10 @@ class FinetuneNode(LifecycleNode):
                                       keep_best=bool(p["keep_best"]), rollback=bool(p["rollback"]))
         self.final_wait_s = float(p["final_wait_s"])
         self.learner = LiveLearner(p["run_dir"], p["log_dir"], p["out_dir"], settings)
-        self.keeper = VersionKeeper(selection, self.learner, p["out_dir"], self._publish_update, self.get_logger())
+        rule = (PlateauRule(window=int(p["plateau_window"]), tolerance=float(p["plateau_tolerance"]))
+                if p["stop_on_plateau"] else None)
+        self.keeper = VersionKeeper(selection, self.learner, p["out_dir"], self._publish_update, self.get_logger(),
+                                    plateau_rule=rule)
         spec = self.learner.spec
         obs_dim = sum(size for _, size in components)
         if (obs_dim,) != tuple(spec.observation.shape) or len(low) != spec.action_dim:

@@ -27,6 +27,12 @@ What it does:
   rolled back, and the session ends on the version running, as before keep-best existed. The
   session_end record still names the best version by the rule and has the per-version table, as
   information.
+* **Plateau stop** (``plateau_rule``, off unless given: ``rlcontrol finetune --stop-on-plateau``).
+  After every robot episode the rule of sim2real.plateau looks at the recent returns; once they have
+  plateaued, no further export is pushed, the plateau (its reason and the version that drove the
+  last episode) goes to finetune.jsonl and to /finetune/status (``selection.plateau``, which the
+  launcher takes as the end of the session), and at the end the robot is left on that version
+  (re-pushed if a push in flight replaced it). With keep-best as well, keep-best's end rule decides.
 * Pushes, rollbacks and the session's end are appended to OUT/finetune.jsonl with the rule's reason
   and the per-version table; :meth:`VersionKeeper.status` is /finetune/status's ``selection``.
 """
@@ -37,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 EPISODES_FILE = "episodes.jsonl"  # = sim2real.finetune.EPISODES_FILE (not imported here: that pulls in torch)
 PUSH_TIMEOUT_S = 15.0  # a push neither accepted nor refused by then is given up (the node may be down)
@@ -48,10 +55,15 @@ class VersionKeeper:
     ``learner``: the LiveLearner (version numbers, and its counters for the episode log);
     ``publish``: sends one /policy/update message (a dict); ``logger``: info/warning/error."""
 
-    def __init__(self, settings, learner, out_dir: str | Path, publish: Callable[[dict], None], logger) -> None:
-        from sim2real.finetune import episode_results
+    def __init__(self, settings, learner, out_dir: str | Path, publish: Callable[[dict], None], logger,
+                 plateau_rule=None) -> None:
+        from sim2real.finetune import episode_results, read_jsonl
 
         self.settings, self.learner, self.out_dir = settings, learner, Path(out_dir)
+        self.plateau_rule = plateau_rule  # sim2real.plateau.PlateauRule, or None: no stopping rule
+        self.robot_episodes = [_robot_episode(row) for row in read_jsonl(self.out_dir / EPISODES_FILE)]
+        self.robot_episodes = [e for e in self.robot_episodes if e is not None]
+        self.plateau: dict | None = None  # once reached: the reason, and the version it ends on
         self._publish, self.logger = publish, logger
         self.policy_status: dict = {}  # the newest /policy/status, as received
         self.episodes = episode_results(self.out_dir)  # a restarted learner keeps the session's evidence
@@ -125,6 +137,7 @@ class VersionKeeper:
                "exploration_std": self._std, "learner_version": self.learner.version, "updates": self.learner.updates,
                "time": time.time()}
         append_jsonl(self.out_dir / EPISODES_FILE, row, sync=False)
+        self._check_plateau(row, status)
         counted = whole and not self._intervened and isinstance(version, int) and isinstance(ret, (int, float))
         if counted:
             self.episodes.append(EpisodeResult(version=version, ret=float(ret), exploration_std=self._std,
@@ -133,6 +146,28 @@ class VersionKeeper:
                                   + ")")
         self.logger.info(f"episode {row['episode']}: return {float(ret or 0.0):.1f} over {row['steps']} steps "
                          f"(policy v{version}, {row['updates']} updates){why}")
+
+    def _check_plateau(self, row: dict, status: dict) -> None:
+        from sim2real.finetune import METRICS_FILE, append_jsonl
+        from sim2real.plateau import plateau
+
+        episode = _robot_episode(row)
+        if episode is None:
+            return
+        self.robot_episodes.append(episode)
+        if self.plateau_rule is None or self.plateau is not None:
+            return
+        reason = plateau(self.robot_episodes, self.plateau_rule)
+        if reason is None:
+            return
+        with self._held_lock:  # nothing more is pushed
+            self._held = None
+        self.plateau = {"event": "plateau", "version": episode.version, "sha256": status.get("sha256"),
+                        "path": status.get("path"), "episode": row.get("episode"), "reason": reason,
+                        "time": time.time()}
+        append_jsonl(self.out_dir / METRICS_FILE, self.plateau)
+        self.last_reason = reason
+        self.logger.info(f"{reason}: no more pushes; the session ends on v{episode.version}")
 
     # ------------------------------------------------------------------ pushes and decisions
 
@@ -161,7 +196,7 @@ class VersionKeeper:
         self._publish(update)
         self.pushed += 1
 
-    def _repush(self, best, event: str, decision, running_version) -> int | None:
+    def _repush(self, best, event: str, decision, running_version, why: str | None = None) -> int | None:
         """Run ``best``'s file again under the next version number; the number, or None if it cannot."""
         from rlcontrol.errors import UserError
         from sim2real.finetune import METRICS_FILE, append_jsonl, update_message
@@ -180,7 +215,7 @@ class VersionKeeper:
             return None
         with self._held_lock:  # an export held from before is older than this push: dropped
             self._held = None
-        reason = decision.reason_with(version)
+        reason = why or decision.reason_with(version)
         append_jsonl(self.out_dir / METRICS_FILE, {
             "event": event, "version": version, "restores": best.label, "sha256": update["sha256"],
             "path": update["path"], "from_version": running_version, "reason": reason,
@@ -196,7 +231,7 @@ class VersionKeeper:
         from sim2real.finetune import METRICS_FILE, append_jsonl
         from sim2real.version_selection import decide, evaluated
 
-        if not self._answered():
+        if not self._answered() or self.plateau is not None:
             return
         s = self.settings
         version, sha = self.policy_status.get("version"), self.policy_status.get("sha256")
@@ -242,23 +277,38 @@ class VersionKeeper:
         s = self.settings
         decision = decide(self.episodes, s, running_version=version, running_sha=sha, final=True)
         pushed = None
-        if decision.action == "switch":  # only in keep-best mode
-            if decision.best.sha256 in self._failed:
-                self.logger.error(f"not re-pushing {decision.best.name}: the policy node refused it before")
-            else:
-                pushed = self._repush(decision.best, "final", decision, version)
-        reason = decision.reason_with(pushed)
-        if decision.action == "switch" and pushed is None:
-            reason += f"; the re-push failed, so the robot stays on v{version}"
-        target = decision.target if pushed is not None else decision.running
+        plateau = self.plateau if not s.keep_best else None
+        if plateau is not None:
+            weights_of = plateau["version"]
+            reason = f"{plateau['reason']}; ended on v{weights_of}"
+            if plateau.get("sha256") not in (None, sha):
+                # a push in flight when the plateau was reached replaced its version: back to it
+                back = SimpleNamespace(label=weights_of, name=f"v{weights_of}", sha256=plateau["sha256"],
+                                       path=plateau.get("path"))
+                pushed = self._repush(back, "final", decision, version, why=reason)
+                reason += (f" (re-pushed as v{pushed})" if pushed is not None
+                           else f"; the re-push failed, so the robot stays on v{version}")
+                if pushed is None:
+                    weights_of = version
+        else:
+            if decision.action == "switch":  # only in keep-best mode
+                if decision.best.sha256 in self._failed:
+                    self.logger.error(f"not re-pushing {decision.best.name}: the policy node refused it before")
+                else:
+                    pushed = self._repush(decision.best, "final", decision, version)
+            reason = decision.reason_with(pushed)
+            if decision.action == "switch" and pushed is None:
+                reason += f"; the re-push failed, so the robot stays on v{version}"
+            target = decision.target if pushed is not None else decision.running
+            weights_of = target.label if target is not None else version
         self.final = {"event": "session_end", "version": pushed if pushed is not None else version,
-                      "weights_of": target.label if target is not None else version, "running_version": version,
+                      "weights_of": weights_of, "running_version": version,
                       "best_version": decision.best.label if decision.best else None, "pushed_version": pushed,
                       "reason": reason, "exploration_std": decision.exploration_std,
                       "settings": {"keep_best": s.keep_best, "rollback": s.rollback, "min_episodes": s.min_episodes,
                                    "confidence": s.confidence},
                       "rollbacks": self.rollbacks, "episodes_compared": len(self.episodes), "table": decision.table,
-                      "time": time.time()}
+                      "stopped_by_plateau": self.plateau is not None, "time": time.time()}
         append_jsonl(self.out_dir / METRICS_FILE, self.final)
         self.last_reason = reason
         self.logger.info(f"session end: the robot is left on v{self.final['version']}: {reason}")
@@ -285,7 +335,20 @@ class VersionKeeper:
         """/finetune/status's ``selection``."""
         held = self._held
         return {"compared_episodes": len(self.episodes), "pushed": self.pushed, "rollbacks": self.rollbacks,
-                "held_version": held["version"] if held else None, "reason": self.last_reason, "final": self.final}
+                "held_version": held["version"] if held else None, "reason": self.last_reason, "final": self.final,
+                "plateau": self.plateau}
+
+
+def _robot_episode(row: dict):
+    """An episodes.jsonl row as the plateau rule's RobotEpisode (None if it lacks a version or return)."""
+    from sim2real.plateau import RobotEpisode
+
+    version, ret = row.get("policy_version"), row.get("return")
+    if isinstance(version, bool) or not isinstance(version, int) or not isinstance(ret, (int, float)):
+        return None
+    std = row.get("exploration_std")
+    return RobotEpisode(version, float(ret), float(std) if isinstance(std, (int, float)) else None,
+                        bool(row.get("intervened")))
 
 
 def _status_std(status: dict, default: float | None) -> float | None:

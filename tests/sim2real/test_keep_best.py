@@ -274,3 +274,58 @@ def test_with_keep_best_an_export_waits_for_the_judgement_and_a_clearly_worse_on
     final = keeper.finish()
     assert (final["version"], final["weights_of"], final["pushed_version"]) == (2, 0, None)
     assert final["reason"].endswith("ended on v0, which was running")
+
+
+def test_a_plateau_stops_the_pushes_and_the_session_ends_on_the_version_that_reached_it(tmp_path, run_and_policies):
+    from ros_nodes.keep_best import VersionKeeper
+    from sim2real.plateau import PlateauRule
+
+    _, good, bad = run_and_policies
+    pushed = []
+    keeper = VersionKeeper(SelectionSettings(), _Learner(), tmp_path, pushed.append, _Log(),
+                           plateau_rule=PlateauRule(window=3, tolerance=0.05))
+    keeper.start()
+    _runs(keeper, 0, bad, [100.0, 110.0])  # the first policy: baseline 105
+    _runs(keeper, 1, good, [300.0, 500.0])
+    # last 3 after v0: 300, 500, 505 -> spread 205 > 0.05 * gain: no plateau yet
+    _runs(keeper, 2, good, [505.0])
+    assert keeper.plateau is None and keeper.status()["plateau"] is None
+    _runs(keeper, 2, good, [500.0])  # 500, 505, 500: mean 501.67, gain 396.67, spread 5 <= 19.8
+    plateau = keeper.status()["plateau"]
+    assert plateau["version"] == 2 and plateau["sha256"] == sha(good) and "spread of 5.0" in plateau["reason"]
+    assert read_jsonl(tmp_path / METRICS_FILE)[-1]["event"] == "plateau"
+    keeper.offer(_export(3, bad))
+    keeper.tick()
+    assert pushed == []  # frozen: no export is pushed after the plateau
+    final = keeper.finish()
+    assert (final["version"], final["weights_of"], final["pushed_version"]) == (2, 2, None)
+    assert final["stopped_by_plateau"] and final["reason"].startswith("plateau: the last 3 episodes")
+
+
+def test_a_push_in_flight_at_the_plateau_is_undone_at_the_end(tmp_path, run_and_policies):
+    from ros_nodes.keep_best import VersionKeeper
+    from sim2real.plateau import PlateauRule
+
+    _, good, bad = run_and_policies
+    pushed = []
+    keeper = VersionKeeper(SelectionSettings(), _Learner(), tmp_path, pushed.append, _Log(),
+                           plateau_rule=PlateauRule(window=3, tolerance=0.05))
+    keeper.start()
+    _runs(keeper, 0, bad, [100.0])
+    _runs(keeper, 1, good, [500.0, 505.0, 500.0])  # plateau on v1
+    assert keeper.plateau["version"] == 1
+    _runs(keeper, 2, bad, [])  # a push already sent before the plateau was accepted after it
+    final = keeper.finish()
+    assert (final["running_version"], final["weights_of"], final["version"]) == (2, 1, 3)
+    assert pushed[-1]["sha256"] == sha(good) and "(re-pushed as v3)" in final["reason"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--plateau-window", "1"], "argument --plateau-window: expected a number >= 2, got 1"),
+    (["--plateau-tolerance", "0"], "argument --plateau-tolerance: expected a number between 0 and 1 (exclusive), got 0"),
+    (["--plateau-tolerance", "inf"],
+     "argument --plateau-tolerance: expected a number between 0 and 1 (exclusive), got inf"),
+])
+def test_bad_plateau_flags_are_one_line_and_exit_2(tmp_path, capsys, flags, message):
+    code, out, err = run_cli(capsys, tmp_path, "--stop-on-plateau", *flags)
+    assert code == 2 and out == "" and err == f"rlcontrol: error: {message}\n"
