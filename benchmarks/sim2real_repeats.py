@@ -45,15 +45,28 @@ def session_row(out: Path, tag: str, seed: int, tuned: dict, v0: list[float], in
     if final_version not in by_version:
         raise SystemExit(f"{finetune_dir}: the session ended on {running.name or 'no policy'}, which has no evaluation")
     point = {p["version"]: p for p in curve}
-    best = max(curve, key=lambda p: (p["gap_closed"], -p["version"]))
+    # The best version the robot ran: an export that was never pushed (superseded while a push was in
+    # flight, or made after a plateau stopped the pushes) was never "seen during the session".
+    ran = pushed_versions(finetune_dir)
+    best = max((p for p in curve if p["version"] == 0 or p["version"] in ran),
+               key=lambda p: (p["gap_closed"], -p["version"]))
     final_share = point[final_version]["gap_closed"]
     return {"seed": seed, "final_version": final_version, "final_mean": point[final_version]["mean"],
             "final_gap_closed": final_share, "best_version": best["version"], "best_mean": best["mean"],
             "best_gap_closed": best["gap_closed"], "regret": best["gap_closed"] - final_share,
             "last_version": max(by_version), "last_gap_closed": point[max(by_version)]["gap_closed"],
-            "versions": len(by_version) - 1, "reason": final.get("reason"),
+            "versions": len(by_version) - 1, "reason": final.get("reason"), "stopped_by": tuned.get("stopped_by"),
+            "final_robot_s": point[final_version].get("robot_s"),
             "wall_s": tuned.get("wall_s"), "curve": [{k: p[k] for k in ("version", "robot_s", "mean", "gap_closed")}
                                                      for p in curve]}
+
+
+def pushed_versions(finetune_dir: Path) -> set[int]:
+    """Versions sent to the policy node (finetune.jsonl's push, rollback and final re-push rows)."""
+    from sim2real.finetune import METRICS_FILE, read_jsonl
+
+    return {row["version"] for row in read_jsonl(finetune_dir / METRICS_FILE)
+            if row.get("event") in ("push", "rollback", "final") and isinstance(row.get("version"), int)}
 
 
 def summarize(rows: list[dict]) -> dict:

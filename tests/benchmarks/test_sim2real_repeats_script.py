@@ -16,6 +16,7 @@ def session(tmp_path, monkeypatch):
     folder.mkdir()
     means = {1: 700.0, 2: 950.0, 3: 900.0}
     rows = [{"version": v, "updates": 500 * v, "transitions": 1000 + 500 * v, "wall_s": 5.0 * v} for v in means]
+    rows += [{"event": "push", "version": v, "path": f"policy-v{v:04d}.onnx"} for v in means]  # each ran on the robot
     (folder / "finetune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for v in means:
         (folder / f"policy-v{v:04d}.onnx").write_bytes(f"weights {v}".encode())
@@ -50,3 +51,15 @@ def test_a_session_on_an_unknown_file_is_an_error(session):
     tuned = {"policy_status": {"version": 9, "path": "/elsewhere/model.onnx"}}
     with pytest.raises(SystemExit, match="model.onnx"):
         rep.session_row(session, "repeat", 0, tuned, v0=[500.0] * 10, in_sim=[1000.0] * 10)
+
+
+def test_an_export_the_robot_never_ran_is_not_the_sessions_best(session):
+    # A plateau stopped the pushes after v1: v2 and v3 were exported but never pushed.
+    log = session / "repeat-s0" / "finetune.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()
+                           if '"event": "push"' not in line or '"version": 1,' in line))
+    tuned = {"policy_status": {"version": 1, "path": str(session / "repeat-s0" / "policy-v0001.onnx")},
+             "stopped_by": "plateau"}
+    row = rep.session_row(session, "repeat", 0, tuned, v0=[500.0] * 10, in_sim=[1000.0] * 10)
+    assert (row["final_version"], row["best_version"], row["regret"]) == (1, 1, 0.0)
+    assert row["stopped_by"] == "plateau" and row["last_version"] == 3
