@@ -198,3 +198,83 @@ def test_rollback_ctrl_c_and_restore_after_kill(policies, tmp_path, ros_env):
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.slow
+def test_stop_on_plateau_ends_the_session_on_the_version_that_reached_it(policies, tmp_path, ros_env):
+    """`rlcontrol finetune --robot none --stop-on-plateau`: v0 is the bad policy (~65 per episode); the
+    test pushes the good one as v1 (~200); once 3 episodes of it agree (the rule's window here), the
+    session ends by itself, on v1, and says why."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from ros_nodes import topics
+    from ros_nodes.finetune_node import STATUS_QOS, UPDATE_QOS
+    from sim2real.finetune import METRICS_FILE, update_message
+
+    run, good, bad, _, _ = policies
+    out = tmp_path / "finetune"
+    env = {**ros_env, "PYTHONUNBUFFERED": "1"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [launch.spawn(["-m", "ros_nodes.sim_robot", "--env", "dmc:cartpole-balance", "--action-repeat", "4",
+                           "--real-time-factor", str(RTF), "--max-episode-steps", "100", "--seed", "0"],
+                          env, logs / "sim_robot.log", cwd=REPO_ROOT, new_session=True),
+             launch.spawn(["-m", "ros_nodes.policy_node", "--autostart", "--ros-args", "-p", f"model_path:={bad}",
+                           "-p", "control_rate_hz:=200.0", "-p", "obs_timeout_s:=0.25", "-p", "trigger:=observation",
+                           "-p", "exploration_std:=0.1", "-p", "exploration_seed:=1"],
+                          env, logs / "policy_node.log", cwd=REPO_ROOT, new_session=True)]
+    learner = subprocess.Popen([sys.executable, "-m", "rlcontrol.cli", "finetune", str(run), "--policy", str(bad),
+                                "--robot", "none", "--out", str(out), "--learning-starts", "100000000",
+                                "--duration", "120", "--stop-on-plateau", "--plateau-window", "3",
+                                "--plateau-tolerance", "0.5", "--json"],
+                               env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    procs.append(learner)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("plateau_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    status = {}
+    node.create_subscription(String, topics.POLICY_STATUS, lambda m: status.update(json.loads(m.data)), STATUS_QOS)
+    updates = node.create_publisher(String, topics.POLICY_UPDATE, UPDATE_QOS)
+    episodes = out / "episodes.jsonl"
+
+    def spin_until(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            executor.spin_once(timeout_sec=0.05)
+            assert learner.poll() is None or what == "the session's end", learner.communicate()[1][-3000:]
+        assert predicate(), f"timed out waiting for {what}: policy {status}"
+
+    def logged(version) -> int:
+        from sim2real.finetune import read_jsonl
+
+        return sum(row.get("policy_version") == version for row in read_jsonl(episodes)) if episodes.exists() else 0
+
+    try:
+        spin_until(lambda: logged(0) >= 2 and updates.get_subscription_count() > 0, 90, "2 episodes of v0")
+        updates.publish(String(data=json.dumps(update_message(good, None, 1))))
+        spin_until(lambda: learner.poll() is not None, 60, "the session's end")
+        stdout, stderr = learner.communicate(timeout=30)
+        assert learner.returncode == 0, stderr[-3000:]
+        result = json.loads(stdout.strip().splitlines()[-1])
+        final = result["final"]
+        assert result["stopped_by"] == "plateau" and final["stopped_by_plateau"], result["stopped_by"]
+        assert (final["version"], final["weights_of"], final["pushed_version"]) == (1, 1, None), final
+        assert re.match(r"plateau: the last 3 episodes returned [\d.]+-[\d.]+ .* over v0's [\d.]+", final["reason"])
+        assert [row["version"] for row in _rows(out / METRICS_FILE, "plateau")] == [1]
+        assert logged(1) >= 3 and result["policy_status"]["version"] == 1
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
