@@ -63,6 +63,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from benchmarks import provenance
 from benchmarks.sb3_peer import EVAL_EPISODES, BenchError, has_state_observations, train_sb3
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -353,18 +354,6 @@ def machine_info() -> dict:
             "python": platform.python_version()}
 
 
-def git_commit() -> str | None:
-    try:
-        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT)
-    except OSError:
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def _python_name() -> str:
     """sys.executable, relative to the repository when it is the project's .venv."""
     exe = Path(sys.executable)
@@ -469,7 +458,7 @@ def write_results(path: Path, args, argv: list[str], threads: int, results: list
     payload = {
         "name": args.name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": provenance.git_commit(),
         "machine": machine_info(),
         "versions": _versions(),
         "threads": threads, "jobs": args.jobs,

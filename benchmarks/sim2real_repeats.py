@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import provenance
 from benchmarks import sim2real_finetune as demo
 
 SHARE_TARGET, REGRET_BOUND = 0.9, 0.05
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"sim2real_repeats: seed {seed}: ended on v{r['final_version']} ({r['final_gap_closed']:.0%} of the gap), "
               f"best v{r['best_version']} ({r['best_gap_closed']:.0%}); {time.time() - t0:.0f} s", flush=True)
-        summary = {"date": time.strftime("%Y-%m-%d"), "commit": demo_commit(), "finetune_s": args.finetune_s,
+        summary = {"date": time.strftime("%Y-%m-%d"), "commit": provenance.git_commit(), "finetune_s": args.finetune_s,
                    "real_time_factor": args.rtf, "exploration_std": args.exploration_std,
                    "finetune_args": args.finetune_args, "stand_in": demo.STAND_IN, "eval_seeds": demo.EVAL_SEEDS,
                    "sim_policy": {"in_sim": float(np.mean(in_sim)), "on_stand_in": float(np.mean(v0))},
@@ -127,16 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(json.dumps({"results": str(res), **summarize(rows)}))
     return 0
-
-
-def demo_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=demo.ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from benchmarks import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,14 +38,6 @@ def outcomes(junit_xml: Path) -> list[dict]:
         rows.append({"outcome": outcome, "seconds": round(float(case.get("time", 0.0)), 1),
                      "message": message.splitlines()[0][:300] if message else ""})
     return rows
-
-
-def commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"--repeat-runs={todo}", f"--junitxml={xml}", args.test], cwd=ROOT,
                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
             runs = outcomes(xml) if xml.exists() else []
-        previous["batches"].append({"started": started, "commit": commit(), "load_1min": round(load, 2), "runs": runs})
+        previous["batches"].append({"started": started, "commit": provenance.git_commit(), "load_1min": round(load, 2), "runs": runs})
     every = [r for b in previous["batches"] for r in b["runs"]]
     result = {"test": args.test, "runs": len(every), "passed": sum(r["outcome"] == "passed" for r in every),
               "failed": sum(r["outcome"] == "failed" for r in every), "batches": previous["batches"]}
