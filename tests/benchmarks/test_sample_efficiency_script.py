@@ -135,3 +135,17 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sample_efficiency: error:") and message in lines[0]
     assert proc.stdout == ""
+
+
+def test_held_out_tasks_are_the_recipe_with_only_env_id_and_action_repeat_changed():
+    from rlcontrol.config import load_config
+
+    recipe = load_config(se.config_path("sac", "cheetah_run"))
+    for task, (env_id, repeat) in se.HELD_OUT.items():
+        assert not (se.ROOT / "configs" / f"sac_{task}.yaml").exists()  # no config names it
+        assert se.config_path("sac", task) == se.config_path("sac", "cheetah_run")
+        config = load_config(se.config_path("sac", task), se.task_overrides(task))
+        assert (config.env.id, config.env.action_repeat) == (env_id, repeat)
+        assert config.agent == recipe.agent and config.train == recipe.train and config.replay == recipe.replay
+        assert se.REFERENCE_100K[task] > 0 and task in se.parse_args(["--tasks", task]).tasks
+    assert se.task_overrides("walker_walk") == []
