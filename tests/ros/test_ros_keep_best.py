@@ -61,6 +61,18 @@ def _rows(path: Path, event: str) -> list[dict]:
     return [row for row in read_jsonl(path) if row.get("event") == event]
 
 
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    """Ctrl-C each process still running, newest first; its whole process group if it ignores that."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 def _node_pid(out: Path) -> int:
     found = subprocess.run(["pgrep", "-f", f"out_dir:={out.resolve()}"], capture_output=True, text=True).stdout.split()
     assert len(found) == 1, found
@@ -187,14 +199,7 @@ def test_rollback_ctrl_c_and_restore_after_kill(policies, tmp_path, ros_env):
         assert status["sha256"] == good_sha and status["refused"] == 0
         assert [row["version"] for row in _rows(out / METRICS_FILE, "restore")] == [6]
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        _stop_all(procs)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
@@ -267,14 +272,7 @@ def test_stop_on_plateau_ends_the_session_on_the_version_that_reached_it(policie
         assert [row["version"] for row in _rows(out / METRICS_FILE, "plateau")] == [1]
         assert logged(1) >= 3 and result["policy_status"]["version"] == 1
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        _stop_all(procs)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)

@@ -213,11 +213,12 @@ class _Log:
     warning = error = info
 
 
-def _keeper(tmp_path, **settings):
+def _keeper(tmp_path, plateau_rule=None, **settings):
     from ros_nodes.keep_best import VersionKeeper
 
     pushed = []
-    keeper = VersionKeeper(SelectionSettings(**settings), _Learner(), tmp_path, pushed.append, _Log())
+    keeper = VersionKeeper(SelectionSettings(**settings), _Learner(), tmp_path, pushed.append, _Log(),
+                           plateau_rule=plateau_rule)
     keeper.start()
     return keeper, pushed
 
@@ -277,14 +278,10 @@ def test_with_keep_best_an_export_waits_for_the_judgement_and_a_clearly_worse_on
 
 
 def test_a_plateau_stops_the_pushes_and_the_session_ends_on_the_version_that_reached_it(tmp_path, run_and_policies):
-    from ros_nodes.keep_best import VersionKeeper
     from sim2real.plateau import PlateauRule
 
     _, good, bad = run_and_policies
-    pushed = []
-    keeper = VersionKeeper(SelectionSettings(), _Learner(), tmp_path, pushed.append, _Log(),
-                           plateau_rule=PlateauRule(window=3, tolerance=0.05))
-    keeper.start()
+    keeper, pushed = _keeper(tmp_path, plateau_rule=PlateauRule(window=3, tolerance=0.05))
     _runs(keeper, 0, bad, [100.0, 110.0])  # the first policy: baseline 105
     _runs(keeper, 1, good, [300.0, 500.0])
     # last 3 after v0: 300, 500, 505 -> spread 205 > 0.05 * gain: no plateau yet
@@ -303,14 +300,10 @@ def test_a_plateau_stops_the_pushes_and_the_session_ends_on_the_version_that_rea
 
 
 def test_a_push_in_flight_at_the_plateau_is_undone_at_the_end(tmp_path, run_and_policies):
-    from ros_nodes.keep_best import VersionKeeper
     from sim2real.plateau import PlateauRule
 
     _, good, bad = run_and_policies
-    pushed = []
-    keeper = VersionKeeper(SelectionSettings(), _Learner(), tmp_path, pushed.append, _Log(),
-                           plateau_rule=PlateauRule(window=3, tolerance=0.05))
-    keeper.start()
+    keeper, pushed = _keeper(tmp_path, plateau_rule=PlateauRule(window=3, tolerance=0.05))
     _runs(keeper, 0, bad, [100.0])
     _runs(keeper, 1, good, [500.0, 505.0, 500.0])  # plateau on v1
     assert keeper.plateau["version"] == 1
