@@ -61,8 +61,8 @@ class VersionKeeper:
 
         self.settings, self.learner, self.out_dir = settings, learner, Path(out_dir)
         self.plateau_rule = plateau_rule  # sim2real.plateau.PlateauRule, or None: no stopping rule
-        self.robot_episodes = [_robot_episode(row) for row in read_jsonl(self.out_dir / EPISODES_FILE)]
-        self.robot_episodes = [e for e in self.robot_episodes if e is not None]
+        self.robot_episodes = [e for row in read_jsonl(self.out_dir / EPISODES_FILE)  # every episode, for the plateau
+                               if (e := _robot_episode(row)) is not None]
         self.plateau: dict | None = None  # once reached: the reason, and the version it ends on
         self._publish, self.logger = publish, logger
         self.policy_status: dict = {}  # the newest /policy/status, as received
