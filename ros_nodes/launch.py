@@ -104,14 +104,18 @@ def spawn(args: list[str], env: dict, log: Path, cwd: str | Path | None = None,
                                 start_new_session=new_session)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
-    """SIGINT (the nodes' clean shutdown), then SIGKILL; no-op for a process that already ended."""
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0, *, group: bool = False) -> int | None:
+    """SIGINT (the nodes' clean shutdown), then SIGKILL (to its whole process group with ``group``, for
+    a process started in a session of its own); no-op for a process that already ended."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             proc.wait()
     return proc.returncode
 

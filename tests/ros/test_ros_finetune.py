@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ros_nodes import launch
+
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh dev,ros)")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,12 +149,8 @@ def test_killed_learner_leaves_the_policy_node_on_its_last_good_weights_and_resu
         assert status["version"] > saved["version"] and status["refused"] == 0
     finally:
         for proc in (restarted, learner, robot):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                launch.stop_process(proc, timeout=30.0, group=True)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)

@@ -64,13 +64,7 @@ def _rows(path: Path, event: str) -> list[dict]:
 def _stop_all(procs: list[subprocess.Popen]) -> None:
     """Ctrl-C each process still running, newest first; its whole process group if it ignores that."""
     for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        launch.stop_process(proc, timeout=20.0, group=True)
 
 
 def _node_pid(out: Path) -> int:
