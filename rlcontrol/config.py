@@ -221,6 +221,8 @@ class QTOptConfig:
     conv_kernel: int = _f(3, "images: conv kernel size", min=1)
     conv_stride: int = _f(2, "images: conv stride", min=1)
     conv_features: int = _f(64, "images: size of the image feature vector the state and action join", min=1)
+    frozen_encoder: str | None = _f(None, "images: a pretrained encoder file (a VAE file) used frozen in place of the "
+                                          "conv encoder; replay caches each frame's latents (vision/frozen_latents.py)")
     lr: float = _f(3e-4, "Q network Adam learning rate", min=0.0, min_exclusive=True)
     gamma: float = _f(0.99, "discount factor", min=0.0, max=1.0)
     tau: float = _f(0.005, "Polyak rate of the target networks: theta' <- tau*theta + (1-tau)*theta'", min=0.0, max=1.0, min_exclusive=True)

@@ -24,4 +24,19 @@ def make_agent(config, env_spec) -> DeterministicPolicyAgent | QTOptAgent:
         raise ConfigError(f"agent: {exc}") from None
 
 
-__all__ = ["ALGORITHMS", "DeterministicPolicyAgent", "QTOptAgent", "make_agent"]
+def replay_observation_spec(config, obs_spec):
+    """What replay stores for this config: `obs_spec` itself, or (QT-Opt with agent.frozen_encoder)
+    the spec with the image replaced by the encoder's latents. ConfigError (one line) for a missing
+    or mismatched encoder file."""
+    if config.algo != "qtopt" or not config.agent.frozen_encoder:
+        return obs_spec
+    from rlcontrol.agents.qtopt.agent import replay_space
+
+    try:
+        return replay_space(config.agent, obs_spec)[0]
+    except ValueError as exc:
+        raise ConfigError(f"agent.{exc}" if str(exc).startswith("frozen_encoder") else f"agent.frozen_encoder: {exc}") \
+            from None
+
+
+__all__ = ["ALGORITHMS", "DeterministicPolicyAgent", "QTOptAgent", "make_agent", "replay_observation_spec"]

@@ -86,7 +86,10 @@ class InProcessCollector:
             action = agent.act(obs, explore=True)
         result = self.env.step(action)
         agent.observe(result.obs)
-        emitted = self.accumulator.add(obs, action, result.reward, result.obs, result.terminated, result.truncated)
+        # Replay-space observations: what the env gave, or cached latents (QT-Opt, frozen encoder).
+        to_replay = getattr(agent, "replay_observation", None) or (lambda o: o)
+        emitted = self.accumulator.add(to_replay(obs), action, result.reward, to_replay(result.obs),
+                                       result.terminated, result.truncated)
         for transition in emitted:
             self.replay.add(transition)
         self._return += result.reward

@@ -54,10 +54,11 @@ def total_updates(config: Config) -> int:
     return max(1, learning_steps * t.updates_per_step)
 
 
-def make_replay(config: Config, env_spec):
+def make_replay(config: Config, env_spec, obs_spec=None):
+    """The run's replay; obs_spec what it stores when not the env's observations (cached latents)."""
     from rlcontrol.replay import make_replay as _make
 
     r = config.replay
-    return _make(r.capacity, env_spec.observation, env_spec.action_dim, prioritized=r.prioritized, alpha=r.alpha,
+    return _make(r.capacity, env_spec.observation if obs_spec is None else obs_spec, env_spec.action_dim, prioritized=r.prioritized, alpha=r.alpha,
                  beta0=r.beta0, beta_steps=r.beta_steps or total_updates(config), eps=r.eps, seed=config.seed,
                  device=config.train.device)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlcontrol.agents import make_agent
+from rlcontrol.agents import make_agent, replay_observation_spec
 from rlcontrol.config import Config, save_config
 from rlcontrol.distributed.collector import make_collector, uses_ray
 from rlcontrol.errors import UserError
@@ -124,13 +124,21 @@ class Trainer:
             noise_scales(config)
             self._ray_started = connect(config)
         self._offline_rng = None
+        # What replay stores: the env's observations, or (QT-Opt with a frozen image encoder) the
+        # encoder's latents in place of images. Before anything is written: a missing or
+        # mismatched encoder file is one error line.
+        self.replay_obs_spec = replay_observation_spec(config, self.env.spec.observation)
+        if self.replay_obs_spec is not self.env.spec.observation and uses_ray(config):
+            self._disconnect()
+            raise UserError("agent.frozen_encoder caches latents in the learner's replay: it runs with in-process "
+                            "acting only (distributed.num_actors 1, no ray_address)")
         try:
             # Also before anything is written: a missing or damaged offline file is one error line.
             self.offline = self._load_offline()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
             self.agent = make_agent(config, self.env.spec)
-            self.replay = builders.make_replay(config, self.env.spec)
+            self.replay = builders.make_replay(config, self.env.spec, obs_spec=self.replay_obs_spec)
             # In-process acting (distributed workers have their own accumulators and RNGs).
             self.accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
             self.rng = np.random.default_rng(config.seed)  # uniform actions before learning starts
@@ -179,6 +187,7 @@ class Trainer:
         """The replay.offline_replay buffer (None without one), checked against the task."""
         from rlcontrol.replay.mixed import check_compatible, check_normalized_actions, load_replay_file
         from rlcontrol.replay.obs_layout import ObsLayout
+        from rlcontrol.vision.frozen_latents import check_latent_digest
 
         path = self.config.replay.offline_replay
         if path is None:
@@ -194,7 +203,9 @@ class Trainer:
             # (the message names the file)
             raise UserError(f"replay.offline_replay: {str(exc).splitlines()[0]}") from None
         try:
-            check_compatible(offline, ObsLayout.from_spec(self.env.spec.observation), self.env.spec.action_dim)
+            layout = ObsLayout.from_spec(self.replay_obs_spec)
+            check_latent_digest(list(offline.obs_layout.parts), list(layout.parts), path)
+            check_compatible(offline, layout, self.env.spec.action_dim)
             check_normalized_actions(offline)
         except ValueError as exc:
             raise UserError(f"replay.offline_replay {path} does not fit {self.config.env.id}: {exc}") from None

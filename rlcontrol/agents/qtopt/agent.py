@@ -34,6 +34,22 @@ from rlcontrol.cem import CEM
 from rlcontrol.config import QTOptConfig
 from rlcontrol.exploration import EpsilonGreedyGaussian
 from rlcontrol.optim import FusedAdam, clip_grad_norm
+from rlcontrol.vision import frozen_latents
+
+
+def replay_space(cfg: QTOptConfig, obs_spec):
+    """(replay obs spec, raw -> replay-space encoder module or None, raw obs -> replay obs function).
+
+    Without cfg.frozen_encoder, replay holds what the env gives. With it, the image part is
+    replaced by the frozen encoder's latents (rlcontrol/vision/frozen_latents.py); ValueError
+    (one line) for a missing or mismatched encoder file."""
+    if not cfg.frozen_encoder:
+        return obs_spec, None, lambda obs: obs
+    image, encoder = frozen_latents.load_frozen_encoder(cfg.frozen_encoder, obs_spec)
+    digest = frozen_latents.encoder_digest(encoder.encoder)
+    spec = frozen_latents.replay_spec(obs_spec, image, encoder.latent_dim, digest)
+    return spec, frozen_latents.ObservationEncoder(obs_spec, image, encoder), \
+        frozen_latents.CachedLatents(obs_spec, image, encoder, digest)
 
 
 class CEMPolicy(nn.Module):
@@ -45,14 +61,19 @@ class CEMPolicy(nn.Module):
     random ops (rlcontrol/deploy/export.py exports it through agent.policy()).
     """
 
-    def __init__(self, normalizer: nn.Module, q: CandidateScoring, cem: CEM):
+    def __init__(self, normalizer: nn.Module, q: CandidateScoring, cem: CEM, encoder: nn.Module | None = None):
         super().__init__()
         self.normalizer, self.q, self.cem = normalizer, q, cem
+        # With a frozen pretrained image encoder: raw obs -> replay-space obs (latents) first.
+        self.encoder = encoder
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.normalizer(obs)
-        features = self.q.encode(x)
-        action, _ = self.cem(lambda c: self.q.score_candidates(features, c, member=0), obs.shape[0])
+        return self.from_replay_space(obs if self.encoder is None else self.encoder(obs))
+
+    def from_replay_space(self, x: torch.Tensor) -> torch.Tensor:
+        """The action for observations already in replay space (latents in place of images)."""
+        features = self.q.encode(self.normalizer(x))
+        action, _ = self.cem(lambda c: self.q.score_candidates(features, c, member=0), x.shape[0])
         return action
 
     @torch.no_grad()
@@ -61,7 +82,8 @@ class CEMPolicy(nn.Module):
         to max(1, |best score|) (cem_maximize's return_margin). Where it is at float rounding
         level, another floating-point implementation (the ONNX graph) may decide the other
         way: the export's parity check uses it to tell such ties from a wrong graph."""
-        features = self.q.encode(self.normalizer(obs))
+        x = obs if self.encoder is None else self.encoder(obs)
+        features = self.q.encode(self.normalizer(x))
         _, score, margin = self.cem(lambda c: self.q.score_candidates(features, c, member=0), obs.shape[0],
                                     return_margin=True)
         return margin / score.abs().clamp(min=1.0)
@@ -77,14 +99,19 @@ class QTOptAgent:
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_spec, self.action_dim, self.prioritized = obs_spec, action_dim, prioritized
         torch.manual_seed(seed)  # network initialisation is part of the run's seed
-        self.normalizer = make_normalizer(cfg, obs_spec).to(self.device)
-        self.q = build_q_network(cfg, obs_spec, flat_obs_dim(obs_spec), action_dim).to(self.device)
+        # A frozen pretrained image encoder: replay, the normalizer and Q live in latent space.
+        self.replay_obs_spec, self.encoder, self.replay_observation = replay_space(cfg, obs_spec)
+        if self.encoder is not None:
+            self.encoder.to(self.device)
+        spec = self.replay_obs_spec
+        self.normalizer = make_normalizer(cfg, spec).to(self.device)
+        self.q = build_q_network(cfg, spec, flat_obs_dim(spec), action_dim).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         # The agent acts in normalized actions, [-1, 1]^A; the env maps them to physical units.
         self.cem = CEM(-torch.ones(action_dim), torch.ones(action_dim), samples=cfg.cem_samples,
                        elites=cfg.cem_elites, iterations=cfg.cem_iterations, init_std=cfg.cem_init_std,
                        seed=seed + 3).to(self.device)
-        self._policy = CEMPolicy(self.normalizer, self.q, self.cem)
+        self._policy = CEMPolicy(self.normalizer, self.q, self.cem, self.encoder)
         self._params = list(self.q.parameters())
         self.opt = FusedAdam(self._params, lr=cfg.lr)
         self._targets = list(self.q_target.parameters())
@@ -99,7 +126,7 @@ class QTOptAgent:
     def observe(self, obs) -> None:
         """Feed one raw observation to the running normalizer (no-op unless obs_norm)."""
         if self.normalizer.enabled:
-            self.normalizer.update(flatten_obs(obs, 0).to(self.device))
+            self.normalizer.update(flatten_obs(self.replay_observation(obs), 0).to(self.device))
 
     def act(self, obs, explore: bool = False) -> np.ndarray:
         """One observation -> normalized action in [-1, 1]^A (numpy float32).
@@ -109,8 +136,8 @@ class QTOptAgent:
         if explore and self.noise.explores_uniformly():
             return self.noise.uniform()
         with torch.inference_mode():
-            x = flatten_obs(obs, 0).to(self.device).unsqueeze(0)
-            action = self._policy(x)[0].cpu().numpy()
+            x = flatten_obs(self.replay_observation(obs), 0).to(self.device).unsqueeze(0)
+            action = self._policy.from_replay_space(x)[0].cpu().numpy()
         if explore:
             action = self.noise.perturb(action)
         return action.astype(np.float32, copy=False)
@@ -170,7 +197,7 @@ class QTOptAgent:
             "opt": self.opt.state_dict(),
             "num_updates": torch.tensor(self.num_updates),
             "generator": self.generator.get_state(),
-        }
+        } | self._encoder_state()
 
     def load_state_dict(self, state: dict) -> None:
         self.q.load_state_dict(state["q"])
@@ -180,13 +207,27 @@ class QTOptAgent:
         self.opt.load_state_dict(state["opt"])
         self.num_updates = int(state["num_updates"])
         self.generator.set_state(state["generator"])
+        self._load_encoder_state(state)
 
     def policy_state_dict(self) -> dict:
         """Just what acting needs (normalizer, Q network, the CEM's fixed noise): the file eval
         and export read, and what distributed actor workers receive."""
-        return {"normalizer": self.normalizer.state_dict(), "q": self.q.state_dict(), "cem": self.cem.state_dict()}
+        return {"normalizer": self.normalizer.state_dict(), "q": self.q.state_dict(),
+                "cem": self.cem.state_dict()} | self._encoder_state()
 
     def load_policy_state_dict(self, state: dict) -> None:
         self.normalizer.load_state_dict(state["normalizer"])
         self.q.load_state_dict(state["q"])
         self.cem.load_state_dict(state["cem"])
+        self._load_encoder_state(state)
+
+    def _encoder_state(self) -> dict:
+        """The frozen encoder's weights: the policy acts (and exports) with the encoder it was
+        trained with, whatever happens to the file it was first read from."""
+        return {} if self.encoder is None else {"encoder": self.encoder.state_dict()}
+
+    def _load_encoder_state(self, state: dict) -> None:
+        if self.encoder is not None:
+            if "encoder" not in state:
+                raise KeyError("encoder (the state has no frozen encoder weights)")
+            self.encoder.load_state_dict(state["encoder"])
