@@ -608,12 +608,18 @@ class GraspEnv(MujocoRendering, Env):
                             (self.max_steps - self._steps) / self.max_steps])
         named = {"gripper": gripper}
         if self.observe_objects:
-            i = self.nearest_object()
-            ox, oy, oz, oyaw = self.object_poses()[i]
-            rel = 2.0 * (oyaw - yaw)
-            named["object"] = np.array([ox - x, oy - y, oz - z, *self.objects[i].half_extents,
-                                        math.sin(rel), math.cos(rel)])
+            named["object"] = self.object_state()
         return self._layout.format(named, self._obs_format)
+
+    def object_state(self) -> np.ndarray:
+        """The privileged `object` entry (8,): the nearest object's centre minus the fingertip
+        centre, its half extents, sin and cos of 2 x (object yaw - gripper yaw). Also available
+        with observe_objects=False, as a label for pretraining image encoders (docs/grasp.md)."""
+        x, y, z, yaw = self.data.qpos[self._arm_qpos]
+        i = self.nearest_object()
+        ox, oy, oz, oyaw = self.object_poses()[i]
+        rel = 2.0 * (oyaw - yaw)
+        return np.array([ox - x, oy - y, oz - z, *self.objects[i].half_extents, math.sin(rel), math.cos(rel)])
 
     def _install(self, objects: list[ObjectParams]) -> None:
         """Writes the objects' shapes and physical properties into the pooled bodies."""

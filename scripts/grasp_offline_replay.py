@@ -3,12 +3,20 @@
 QT-Opt started from grasps collected by a randomized scripted policy, because uniformly random
 actions almost never lift anything and the reward is sparse (docs/grasp.md, Baselines). This
 runs `envs.grasp.RandomDescent` (QT-Opt's scripted exploration) and, for a fraction of the
-attempts, the privileged `ScriptedGrasp` with Gaussian action noise, in the environment a run
-config describes, and saves the transitions (n-step and gamma from that config) with
+attempts, the privileged `ScriptedGrasp` with Gaussian action noise (its standard deviation drawn
+per attempt from [--noise, --noise-max] when --noise-max is given, so the data holds near misses
+as well as clean grasps), in the environment a run config describes, and saves the transitions (n-step and gamma from that config) with
 `ReplayBuffer.save`:
 
     .venv/bin/python scripts/grasp_offline_replay.py configs/qtopt_grasp.yaml \\
         --attempts 2000 --out runs/grasp_offline.safetensors
+
+A pixel config with `agent.frozen_encoder` stores each frame's latents instead of the image
+(rlcontrol/vision/frozen_latents.py). With --pretrain-encoder the script first trains that
+encoder on the very frames it collected, as a VAE whose posterior mean also regresses the
+privileged object state of each frame (`GraspEnv.object_state`, an auxiliary label head used
+in training only), and writes it to the config's `agent.frozen_encoder` path. The labels are
+simulation-only training signal: the policy itself sees only the camera and the gripper state.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def collect(config_path: str, attempts: int, out: str, scripted_fraction: float, noise: float, seed: int) -> dict:
+def collect(config_path: str, attempts: int, out: str, scripted_fraction: float, noise: float, seed: int,
+            noise_max: float | None = None, pretrain_encoder: dict | None = None) -> dict:
     from envs.grasp import RandomDescent, ScriptedGrasp
     from rlcontrol.config import load_config
     from rlcontrol.replay import NStepAccumulator, ReplayBuffer
@@ -36,17 +45,28 @@ def collect(config_path: str, attempts: int, out: str, scripted_fraction: float,
     descent, scripted = RandomDescent(rng), ScriptedGrasp()
     accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
     transitions, successes = [], {"random_descent": [0, 0], "scripted_noisy": [0, 0]}
+    encoded = bool(config.algo == "qtopt" and config.agent.frozen_encoder)
+    observations, labels = [], []  # every observation once, and its privileged object state
+
+    def seen(o):
+        if encoded:
+            observations.append(o)
+            labels.append(env.unwrapped.object_state())
+        return o
+
     for attempt in range(attempts):
-        obs = env.reset(seed=seed * 1_000_003 + attempt)
+        obs = seen(env.reset(seed=seed * 1_000_003 + attempt))
         use_scripted = rng.random() < scripted_fraction
+        sigma = noise if noise_max is None else rng.uniform(noise, noise_max)
         name = "scripted_noisy" if use_scripted else "random_descent"
         accumulator.reset()
         while True:
             action = scripted(env) if use_scripted else descent(env)
-            if use_scripted and noise > 0:
-                action = action + noise * rng.standard_normal(action.shape)
+            if use_scripted and sigma > 0:
+                action = action + sigma * rng.standard_normal(action.shape)
             action = np.clip(action, -1.0, 1.0).astype(np.float32)  # the agent's normalized units
             result = env.step(action)
+            seen(result.obs)
             transitions.extend(accumulator.add(obs, action, result.reward, result.obs, result.terminated,
                                                result.truncated))
             obs = result.obs
@@ -55,7 +75,11 @@ def collect(config_path: str, attempts: int, out: str, scripted_fraction: float,
                 successes[name][1] += 1
                 break
     env.close()
-    replay = ReplayBuffer(len(transitions), env.spec.observation, env.spec.action_dim, seed=seed)
+    obs_spec, summary = env.spec.observation, {}
+    if encoded:
+        obs_spec, transitions, summary = encode_transitions(config, env.spec.observation, observations,
+                                                            np.array(labels), transitions, pretrain_encoder, seed)
+    replay = ReplayBuffer(len(transitions), obs_spec, env.spec.action_dim, seed=seed)
     for transition in transitions:
         replay.add(transition)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -63,7 +87,92 @@ def collect(config_path: str, attempts: int, out: str, scripted_fraction: float,
     return {"out": out, "attempts": attempts, "transitions": len(replay),
             "success_rate": {k: round(s / n, 3) if n else None for k, (s, n) in successes.items()},
             "attempts_by_policy": {k: n for k, (_, n) in successes.items()},
-            "n_step": config.replay.n_step, "gamma": config.agent.gamma}
+            "noise": [noise, noise if noise_max is None else noise_max],
+            "n_step": config.replay.n_step, "gamma": config.agent.gamma} | summary
+
+
+def encode_transitions(config, obs_spec, observations, labels, transitions, pretrain: dict | None, seed: int):
+    """(replay spec, transitions with latents in place of images, summary): pretrains the encoder
+    first when asked (from these frames and labels), then encodes every frame once, in batches."""
+    import time
+
+    import torch
+
+    from rlcontrol.agents.qtopt.agent import replay_space
+
+    summary = {}
+    image = next(name for name, spec in obs_spec.items() if len(spec.shape) == 3)
+    frames = np.stack([o[image] for o in observations])
+    if pretrain is not None:
+        summary["encoder"] = pretrain_encoder(config.agent.frozen_encoder, frames, labels, seed, **pretrain)
+    spec, encoder, _ = replay_space(config.agent, obs_spec)
+    image_encoder = encoder.image_encoder
+    started = time.perf_counter()
+    latents = []
+    with torch.inference_mode():
+        for start in range(0, len(frames), 512):
+            chunk = torch.from_numpy(frames[start:start + 512]).reshape(min(512, len(frames) - start), -1).float()
+            latents.append(image_encoder(chunk).numpy().astype(np.float32))
+    latents = np.concatenate(latents)
+    name = next(k for k in spec if k.startswith("latent_"))
+    # Transitions hold copies of the observations: find each frame's latent by its content.
+    by_frame = {frame.tobytes(): i for i, frame in enumerate(frames)}
+
+    def to_latent(o):
+        row = by_frame[np.ascontiguousarray(o[image]).tobytes()]
+        return {(name if k == image else k): (latents[row] if k == image else v) for k, v in o.items()}
+
+    encoded = [dict(t, obs=to_latent(t["obs"]), next_obs=to_latent(t["next_obs"])) for t in transitions]
+    summary["encode_s"] = round(time.perf_counter() - started, 1)
+    summary["latent_part"] = name
+    return spec, encoded, summary
+
+
+def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, latent_dim: int, label_weight: float,
+                     max_frames: int, threads: int) -> dict:
+    """Train a VAE (+ auxiliary privileged-state head) on `frames` and write it to `path`."""
+    import time
+
+    from rlcontrol.vision.pretrain import train_vae
+    from rlcontrol.vision.vae import VAEConfig, save_vae
+
+    rng = np.random.default_rng(seed)
+    held_out = rng.random(len(frames)) < 0.1  # label error is reported on frames not trained on
+    train_rows = np.flatnonzero(~held_out)
+    if len(train_rows) > max_frames:
+        train_rows = rng.choice(train_rows, size=max_frames, replace=False)
+    config = VAEConfig(input_shape=tuple(frames.shape[1:]), latent_dim=latent_dim)
+    started = time.perf_counter()
+    model, history = train_vae(frames[train_rows], config, epochs=epochs, seed=seed, threads=threads,
+                               labels=labels[train_rows], label_weight=label_weight)
+    train_s = time.perf_counter() - started
+    fit = label_fit(model, frames, labels, train_rows, np.flatnonzero(held_out))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_vae(model, path, extra={"env_id": "rlc:grasp", "frames": int(len(train_rows)), "epochs": epochs,
+                                 "label_weight": label_weight, "labels": "GraspEnv.object_state", "seed": seed,
+                                 "held_out_label_r2": fit})
+    return {"path": path, "frames": int(len(train_rows)), "epochs": epochs, "train_s": round(train_s, 1),
+            "final_recon": history["recon"][-1], "final_label": history["label"][-1] if history["label"] else None,
+            "held_out_label_r2": fit}
+
+
+def label_fit(model, frames, labels, train_rows, test_rows) -> list[float]:
+    """R^2 per label column of a least-squares linear read-out of the latents (fit on training
+    frames, scored on held-out ones): how much of the object state the latents carry."""
+    import torch
+
+    def latents(rows):
+        with torch.inference_mode():
+            return np.concatenate([model.encoder.encode_mean(torch.from_numpy(frames[rows[i:i + 512]]).float() / 255.0)
+                                   .numpy() for i in range(0, len(rows), 512)])
+
+    z_train, z_test = latents(train_rows), latents(test_rows)
+    design = np.c_[z_train, np.ones(len(z_train))]
+    weights, *_ = np.linalg.lstsq(design, labels[train_rows], rcond=None)
+    predicted = np.c_[z_test, np.ones(len(z_test))] @ weights
+    residual = ((labels[test_rows] - predicted) ** 2).sum(axis=0)
+    total = ((labels[test_rows] - labels[test_rows].mean(axis=0)) ** 2).sum(axis=0) + 1e-12
+    return [round(float(1 - r / t), 3) for r, t in zip(residual, total)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scripted-fraction", type=float, default=0.0,
                         help="fraction of attempts by the privileged scripted grasp (with --noise)")
     parser.add_argument("--noise", type=float, default=0.1, help="Gaussian action noise on the scripted grasp")
+    parser.add_argument("--noise-max", type=float, default=None,
+                        help="draw each scripted attempt's noise uniformly from [--noise, --noise-max]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-encoder", action="store_true",
+                        help="first train the config's agent.frozen_encoder on the collected frames and write it")
+    parser.add_argument("--encoder-epochs", type=int, default=5)
+    parser.add_argument("--encoder-latent-dim", type=int, default=32)
+    parser.add_argument("--encoder-label-weight", type=float, default=200.0,
+                        help="weight of the privileged-state regression next to the VAE loss (0: a plain VAE)")
+    parser.add_argument("--encoder-frames", type=int, default=30000, help="at most this many frames train it")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed)))
+    if args.noise_max is not None and args.noise_max < args.noise:
+        parser.error("--noise-max must be at least --noise")
+    pretrain = None
+    if args.pretrain_encoder:
+        pretrain = {"epochs": args.encoder_epochs, "latent_dim": args.encoder_latent_dim,
+                    "label_weight": args.encoder_label_weight, "max_frames": args.encoder_frames,
+                    "threads": args.threads}
+    print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
+                             args.noise_max, pretrain)))
     return 0
 
 

@@ -80,8 +80,16 @@ def _check_frames(frames: np.ndarray) -> None:
 
 def train_vae(frames: np.ndarray, config: VAEConfig, *, epochs: int = 10, steps: int | None = None,
               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, threads: int = 1,
-              augmentation: ImagePreprocessing | None = None) -> tuple[VAE, dict[str, list[float]]]:
+              augmentation: ImagePreprocessing | None = None, labels: np.ndarray | None = None,
+              label_weight: float = 0.0) -> tuple[VAE, dict[str, list[float]]]:
     """Train a fresh VAE on uint8 frames (N, C, H, W) matching config.input_shape.
+
+    With `labels` (N, K) and label_weight > 0, an auxiliary linear head reads the posterior mean
+    and regresses the labels (standardized per column), and label_weight x its squared error
+    (summed over the K columns, batch mean) joins the VAE loss: the latents must then encode
+    what the labels say (in simulation: the privileged state a policy needs, such as where
+    the object is) even where it covers too few pixels to matter to the reconstruction.
+    The head is training scaffolding and is not part of the returned VAE.
 
     Runs `steps` Adam steps if given, else `epochs` passes over shuffled frames (the last
     batch of an epoch may be smaller). Deterministic for a seed and thread count: the
@@ -97,14 +105,22 @@ def train_vae(frames: np.ndarray, config: VAEConfig, *, epochs: int = 10, steps:
         raise ValueError("batch_size, epochs and steps must be >= 1 and lr > 0")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    history: dict[str, list[float]] = {"loss": [], "recon": [], "kl": [], "epoch_loss": []}
+    use_labels = labels is not None and label_weight > 0
+    if use_labels and (np.ndim(labels) != 2 or len(labels) != len(frames) or not np.isfinite(labels).all()):
+        raise ValueError(f"labels must be finite (N, K) with N = {len(frames)} frames, got {np.shape(labels)}")
+    history: dict[str, list[float]] = {"loss": [], "recon": [], "kl": [], "label": [], "epoch_loss": []}
     try:
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed)
             model = VAE(config)
+            head = torch.nn.Linear(config.latent_dim, labels.shape[1]) if use_labels else None
+        if use_labels:
+            mean, std = labels.mean(axis=0), labels.std(axis=0) + 1e-6
+            targets = torch.from_numpy(((labels - mean) / std).astype(np.float32))
         noise = torch.Generator().manual_seed(seed + 1)
         rng = np.random.default_rng(seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        params = list(model.parameters()) + (list(head.parameters()) if use_labels else [])
+        optimizer = torch.optim.Adam(params, lr=lr)
         total = steps if steps is not None else epochs * -(-len(frames) // batch_size)
         model.train()
         while len(history["loss"]) < total:
@@ -113,12 +129,17 @@ def train_vae(frames: np.ndarray, config: VAEConfig, *, epochs: int = 10, steps:
             for start in range(0, len(frames), batch_size):
                 if len(history["loss"]) >= total:
                     break
-                batch = frames[order[start:start + batch_size]]
+                rows = order[start:start + batch_size]
+                batch = frames[rows]
                 if augmentation is not None:
                     batch = augmentation.augment(batch, rng)
                 x = torch.from_numpy(batch).to(torch.float32) * (1.0 / 255.0)
                 recon, mu, logvar = model(x, generator=noise)
                 loss, recon_term, kl_term = vae_loss(recon, x, mu, logvar, config.beta, config.reconstruction)
+                if use_labels:
+                    label_term = (head(mu) - targets[rows]).square().sum(dim=1).mean()
+                    loss = loss + label_weight * label_term
+                    history["label"].append(label_term.item())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
