@@ -79,7 +79,8 @@ def rollouts(agent, env, attempts: int, gamma: float):
         obs = env.reset(seed=SEED_BASE + i)
         steps = []
         while True:
-            flat = flatten_obs(obs, 0)
+            # Replay space: the observation itself, or cached latents in place of the image.
+            flat = flatten_obs(agent.replay_observation(obs), 0)
             action = agent.act(obs, explore=False)
             result = env.step(action)
             steps.append((flat, torch.as_tensor(action)))

@@ -21,7 +21,7 @@ def onnx_returns(policy_path, env_id: str, seeds: list[int], *, action_repeat: i
     low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
     dict_obs = len(policy.metadata.observations) > 1
     env = envs.make(env_id, action_repeat=action_repeat, obs_format="dict" if dict_obs else "flat",
-                    **(env_kwargs or {}))
+                    **pixel_keywords(policy.metadata), **(env_kwargs or {}))
     returns = []
     try:
         for seed in seeds:
@@ -34,3 +34,15 @@ def onnx_returns(policy_path, env_id: str, seeds: list[int], *, action_repeat: i
     finally:
         env.close()
     return returns
+
+
+def pixel_keywords(meta) -> dict:
+    """The envs.make keywords that make a task observe what an image policy takes: its camera as
+    "pixels" (uint8 (3, S, S)) and, when the policy also takes "state", the state vector (what
+    the simulated robot is started with for the same policy). None for a vector policy."""
+    images = [o for o in meta.observations if o.dtype == "uint8" and len(o.shape) == 3]
+    if not images:
+        return {}
+    image = images[0]
+    size = image.shape[0] if getattr(image, "is_camera", False) else image.shape[-1]
+    return {"pixels": True, "pixel_size": int(size), "include_state": any(o.name == "state" for o in meta.observations)}
