@@ -14,8 +14,9 @@ as well as clean grasps), in the environment a run config describes, and saves t
 A pixel config with `agent.frozen_encoder` stores each frame's latents instead of the image
 (rlcontrol/vision/frozen_latents.py). With --pretrain-encoder the script first trains that
 encoder on the very frames it collected, as a VAE whose posterior mean also regresses the
-privileged object state of each frame (`GraspEnv.object_state`, an auxiliary label head used
-in training only), and writes it to the config's `agent.frozen_encoder` path. The labels are
+privileged object state of each frame (`GraspEnv.object_state` and the nearest object's centre in
+the bin; an auxiliary label head used in training only), and writes it to the config's
+`agent.frozen_encoder` path. The labels are
 simulation-only training signal: the policy itself sees only the camera and the gripper state.
 """
 
@@ -50,8 +51,11 @@ def collect(config_path: str, attempts: int, out: str, scripted_fraction: float,
 
     def seen(o):
         if encoded:
+            # The nearest object relative to the fingers (what the state task observes) and where it
+            # is in the bin: the camera is fixed, so the second is the easier one to read off an image.
+            task = env.unwrapped
             observations.append(o)
-            labels.append(env.unwrapped.object_state())
+            labels.append(np.concatenate([task.object_state(), task.object_poses()[task.nearest_object()][:3]]))
         return o
 
     for attempt in range(attempts):
@@ -129,7 +133,7 @@ def encode_transitions(config, obs_spec, observations, labels, transitions, pret
 
 
 def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, latent_dim: int, label_weight: float,
-                     max_frames: int, threads: int) -> dict:
+                     max_frames: int, threads: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> dict:
     """Train a VAE (+ auxiliary privileged-state head) on `frames` and write it to `path`."""
     import time
 
@@ -141,7 +145,7 @@ def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, laten
     train_rows = np.flatnonzero(~held_out)
     if len(train_rows) > max_frames:
         train_rows = rng.choice(train_rows, size=max_frames, replace=False)
-    config = VAEConfig(input_shape=tuple(frames.shape[1:]), latent_dim=latent_dim)
+    config = VAEConfig(input_shape=tuple(frames.shape[1:]), latent_dim=latent_dim, channels=tuple(channels))
     started = time.perf_counter()
     model, history = train_vae(frames[train_rows], config, epochs=epochs, seed=seed, threads=threads,
                                labels=labels[train_rows], label_weight=label_weight)
@@ -149,7 +153,7 @@ def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, laten
     fit = label_fit(model, frames, labels, train_rows, np.flatnonzero(held_out))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_vae(model, path, extra={"env_id": "rlc:grasp", "frames": int(len(train_rows)), "epochs": epochs,
-                                 "label_weight": label_weight, "labels": "GraspEnv.object_state", "seed": seed,
+                                 "label_weight": label_weight, "labels": "GraspEnv.object_state + nearest object centre", "seed": seed,
                                  "held_out_label_r2": fit})
     return {"path": path, "frames": int(len(train_rows)), "epochs": epochs, "train_s": round(train_s, 1),
             "final_recon": history["recon"][-1], "final_label": history["label"][-1] if history["label"] else None,
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-label-weight", type=float, default=200.0,
                         help="weight of the privileged-state regression next to the VAE loss (0: a plain VAE)")
     parser.add_argument("--encoder-frames", type=int, default=30000, help="at most this many frames train it")
+    parser.add_argument("--encoder-channels", type=int, nargs="+", default=[32, 64, 128, 256],
+                        help="the encoder's conv widths (4x4 kernels, stride 2)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.noise_max is not None and args.noise_max < args.noise:
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain_encoder:
         pretrain = {"epochs": args.encoder_epochs, "latent_dim": args.encoder_latent_dim,
                     "label_weight": args.encoder_label_weight, "max_frames": args.encoder_frames,
-                    "threads": args.threads}
+                    "threads": args.threads, "channels": tuple(args.encoder_channels)}
     print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
                              args.noise_max, pretrain)))
     return 0
