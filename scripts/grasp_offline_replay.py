@@ -5,11 +5,11 @@ actions almost never lift anything and the reward is sparse (docs/grasp.md, Base
 runs `envs.grasp.RandomDescent` (QT-Opt's scripted exploration) and, for a fraction of the
 attempts, the privileged `ScriptedGrasp` with Gaussian action noise (its standard deviation drawn
 per attempt from [--noise, --noise-max] when --noise-max is given, so the data holds near misses
-as well as clean grasps), in the environment a run config describes, and saves the transitions (n-step and gamma from that config) with
-`ReplayBuffer.save`:
+as well as clean grasps), in the environment a run config describes, and saves the transitions
+(n-step and gamma from that config) with `ReplayBuffer.save`:
 
-    .venv/bin/python scripts/grasp_offline_replay.py configs/qtopt_grasp.yaml \\
-        --attempts 2000 --out runs/grasp_offline.safetensors
+    .venv/bin/python scripts/grasp_offline_replay.py configs/qtopt_grasp.yaml --attempts 2000 \\
+        --scripted-fraction 0.5 --noise 0.05 --noise-max 0.3 --out runs/grasp_offline_mixed.safetensors
 
 A pixel config with `agent.frozen_encoder` stores each frame's latents instead of the image
 (rlcontrol/vision/frozen_latents.py). With --pretrain-encoder the script first trains that
@@ -132,11 +132,13 @@ def encode_transitions(config, obs_spec, observations, labels, transitions, pret
     return spec, encoded, summary
 
 
-def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, latent_dim: int, label_weight: float,
-                     max_frames: int, threads: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> dict:
-    """Train a VAE (+ auxiliary privileged-state head) on `frames` and write it to `path`."""
+def pretrain_encoder(path: str, frames, labels, seed: int, *, kind: str, epochs: int, latent_dim: int,
+                     label_weight: float, max_frames: int, threads: int, channels: tuple[int, ...] | None = None) -> dict:
+    """Train an encoder on `frames` and write it to `path`: a keypoint encoder regressing the
+    privileged labels, or a VAE with an auxiliary head regressing them."""
     import time
 
+    from rlcontrol.vision.keypoints import KeypointConfig, save_keypoints, train_keypoints
     from rlcontrol.vision.pretrain import train_vae
     from rlcontrol.vision.vae import VAEConfig, save_vae
 
@@ -145,29 +147,41 @@ def pretrain_encoder(path: str, frames, labels, seed: int, *, epochs: int, laten
     train_rows = np.flatnonzero(~held_out)
     if len(train_rows) > max_frames:
         train_rows = rng.choice(train_rows, size=max_frames, replace=False)
-    config = VAEConfig(input_shape=tuple(frames.shape[1:]), latent_dim=latent_dim, channels=tuple(channels))
     started = time.perf_counter()
-    model, history = train_vae(frames[train_rows], config, epochs=epochs, seed=seed, threads=threads,
-                               labels=labels[train_rows], label_weight=label_weight)
-    train_s = time.perf_counter() - started
-    fit = label_fit(model, frames, labels, train_rows, np.flatnonzero(held_out))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_vae(model, path, extra={"env_id": "rlc:grasp", "frames": int(len(train_rows)), "epochs": epochs,
-                                 "label_weight": label_weight, "labels": "GraspEnv.object_state + nearest object centre", "seed": seed,
-                                 "held_out_label_r2": fit})
-    return {"path": path, "frames": int(len(train_rows)), "epochs": epochs, "train_s": round(train_s, 1),
-            "final_recon": history["recon"][-1], "final_label": history["label"][-1] if history["label"] else None,
-            "held_out_label_r2": fit}
+    extra = {"env_id": "rlc:grasp", "frames": int(len(train_rows)), "epochs": epochs, "seed": seed,
+             "labels": "GraspEnv.object_state + nearest object centre"}
+    if kind == "keypoints":
+        config = KeypointConfig(input_shape=tuple(frames.shape[1:]), channels=tuple(channels or (16, 32, 32)))
+        encoder, losses = train_keypoints(frames[train_rows], labels[train_rows], config, epochs=epochs, seed=seed,
+                                          threads=threads)
+        summary = {"final_label": losses[-1]}
+    else:
+        config = VAEConfig(input_shape=tuple(frames.shape[1:]), latent_dim=latent_dim,
+                           channels=tuple(channels or (32, 64, 128, 256)))
+        model, history = train_vae(frames[train_rows], config, epochs=epochs, seed=seed, threads=threads,
+                                   labels=labels[train_rows], label_weight=label_weight)
+        encoder, extra["label_weight"] = model.encoder, label_weight
+        summary = {"final_recon": history["recon"][-1], "final_label": history["label"][-1]}
+    train_s = time.perf_counter() - started
+    fit = label_fit(encoder, frames, labels, train_rows, np.flatnonzero(held_out))
+    extra["held_out_label_r2"] = fit
+    if kind == "keypoints":
+        save_keypoints(encoder, path, extra=extra)
+    else:
+        save_vae(model, path, extra=extra)
+    return {"path": path, "kind": kind, "frames": int(len(train_rows)), "epochs": epochs,
+            "train_s": round(train_s, 1), "held_out_label_r2": fit} | summary
 
 
-def label_fit(model, frames, labels, train_rows, test_rows) -> list[float]:
+def label_fit(encoder, frames, labels, train_rows, test_rows) -> list[float]:
     """R^2 per label column of a least-squares linear read-out of the latents (fit on training
     frames, scored on held-out ones): how much of the object state the latents carry."""
     import torch
 
     def latents(rows):
         with torch.inference_mode():
-            return np.concatenate([model.encoder.encode_mean(torch.from_numpy(frames[rows[i:i + 512]]).float() / 255.0)
+            return np.concatenate([encoder.encode_mean(torch.from_numpy(frames[rows[i:i + 512]]).float() / 255.0)
                                    .numpy() for i in range(0, len(rows), 512)])
 
     z_train, z_test = latents(train_rows), latents(test_rows)
@@ -193,13 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain-encoder", action="store_true",
                         help="first train the config's agent.frozen_encoder on the collected frames and write it")
-    parser.add_argument("--encoder-epochs", type=int, default=5)
+    parser.add_argument("--encoder", choices=("keypoints", "vae"), default="keypoints",
+                        help="the encoder --pretrain-encoder trains (rlcontrol/vision/keypoints.py or vae.py)")
+    parser.add_argument("--encoder-epochs", type=int, default=10)
     parser.add_argument("--encoder-latent-dim", type=int, default=32)
-    parser.add_argument("--encoder-label-weight", type=float, default=200.0,
+    parser.add_argument("--encoder-label-weight", type=float, default=1000.0,
                         help="weight of the privileged-state regression next to the VAE loss (0: a plain VAE)")
-    parser.add_argument("--encoder-frames", type=int, default=30000, help="at most this many frames train it")
-    parser.add_argument("--encoder-channels", type=int, nargs="+", default=[32, 64, 128, 256],
-                        help="the encoder's conv widths (4x4 kernels, stride 2)")
+    parser.add_argument("--encoder-frames", type=int, default=24000, help="at most this many frames train it")
+    parser.add_argument("--encoder-channels", type=int, nargs="+", default=None,
+                        help="the encoder's conv widths (default: keypoints 16 32 32, vae 32 64 128 256)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.noise_max is not None and args.noise_max < args.noise:
@@ -208,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain_encoder:
         pretrain = {"epochs": args.encoder_epochs, "latent_dim": args.encoder_latent_dim,
                     "label_weight": args.encoder_label_weight, "max_frames": args.encoder_frames,
-                    "threads": args.threads, "channels": tuple(args.encoder_channels)}
+                    "threads": args.threads, "kind": args.encoder,
+                    "channels": tuple(args.encoder_channels) if args.encoder_channels else None}
     print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
                              args.noise_max, pretrain)))
     return 0

@@ -16,8 +16,9 @@ not fit the run's layout, and `check_latent_digest` says so in one line. The act
 its ONNX export start from the image: the encoder is a module inside the policy (its weights
 travel in policy.pt and the graph), so deployment feeds camera frames, never latents.
 
-Encoder files are VAE files (`rlcontrol pretrain-vae`, or scripts/grasp_offline_replay.py
---pretrain-encoder, which adds an auxiliary label head); the posterior mean is the latent.
+Encoder files are VAE files (`rlcontrol pretrain-vae`; the posterior mean is the latent) or
+spatial-softmax keypoint encoders (rlcontrol/vision/keypoints.py; the keypoints are the latent),
+both made by scripts/grasp_offline_replay.py --pretrain-encoder for the grasping task.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch import nn
 from envs.core import ArraySpec
 from rlcontrol.networks.image_encoders import image_parts
 from rlcontrol.networks.split import part_slices
+from rlcontrol.vision.keypoints import is_keypoint_file, load_keypoints
 from rlcontrol.vision.vae import VAEEncoder, VAEFileError, load_encoder
 
 LATENT_PREFIX = "latent_"
@@ -79,7 +81,10 @@ def load_frozen_encoder(path: str, obs_spec) -> tuple[str, FrozenImageEncoder]:
         raise ValueError(f"frozen_encoder needs an observation with exactly one image part, got {parts or 'none'}")
     shape = tuple(obs_spec[parts[0]].shape)
     try:
-        encoder = load_encoder(path, trainable=False, expected_input_shape=shape)
+        if is_keypoint_file(path):
+            encoder = load_keypoints(path, expected_input_shape=shape)
+        else:
+            encoder = load_encoder(path, trainable=False, expected_input_shape=shape)
     except VAEFileError as error:
         raise VAEFileError(f"frozen_encoder: {error}") from None
     return parts[0], FrozenImageEncoder(encoder)
