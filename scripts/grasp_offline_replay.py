@@ -47,15 +47,19 @@ def collect(config_path: str, attempts: int, out: str, scripted_fraction: float,
     accumulator = NStepAccumulator(config.replay.n_step, config.agent.gamma)
     transitions, successes = [], {"random_descent": [0, 0], "scripted_noisy": [0, 0]}
     encoded = bool(config.algo == "qtopt" and config.agent.frozen_encoder)
+    label_set = (pretrain_encoder or {}).get("label_set", "object")
     observations, labels = [], []  # every observation once, and its privileged object state
 
     def seen(o):
         if encoded:
-            # The nearest object relative to the fingers (what the state task observes) and where it
-            # is in the bin: the camera is fixed, so the second is the easier one to read off an image.
+            # The nearest object relative to the fingers (what the state task observes) and, with
+            # --encoder-labels object+centre, where it is in the bin (the camera is fixed).
             task = env.unwrapped
             observations.append(o)
-            labels.append(np.concatenate([task.object_state(), task.object_poses()[task.nearest_object()][:3]]))
+            label = task.object_state()
+            if label_set == "object+centre":
+                label = np.concatenate([label, task.object_poses()[task.nearest_object()][:3]])
+            labels.append(label)
         return o
 
     for attempt in range(attempts):
@@ -132,7 +136,7 @@ def encode_transitions(config, obs_spec, observations, labels, transitions, pret
     return spec, encoded, summary
 
 
-def pretrain_encoder(path: str, frames, labels, seed: int, *, kind: str, epochs: int, latent_dim: int,
+def pretrain_encoder(path: str, frames, labels, seed: int, *, kind: str, label_set: str, epochs: int, latent_dim: int,
                      label_weight: float, max_frames: int, threads: int, channels: tuple[int, ...] | None = None) -> dict:
     """Train an encoder on `frames` and write it to `path`: a keypoint encoder regressing the
     privileged labels, or a VAE with an auxiliary head regressing them."""
@@ -150,7 +154,7 @@ def pretrain_encoder(path: str, frames, labels, seed: int, *, kind: str, epochs:
     started = time.perf_counter()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     extra = {"env_id": "rlc:grasp", "frames": int(len(train_rows)), "epochs": epochs, "seed": seed,
-             "labels": "GraspEnv.object_state + nearest object centre"}
+             "labels": label_set}
     if kind == "keypoints":
         config = KeypointConfig(input_shape=tuple(frames.shape[1:]), channels=tuple(channels or (16, 32, 32)))
         encoder, losses = train_keypoints(frames[train_rows], labels[train_rows], config, epochs=epochs, seed=seed,
@@ -207,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain-encoder", action="store_true",
                         help="first train the config's agent.frozen_encoder on the collected frames and write it")
-    parser.add_argument("--encoder", choices=("keypoints", "vae"), default="keypoints",
+    parser.add_argument("--encoder", choices=("keypoints", "vae"), default="vae",
                         help="the encoder --pretrain-encoder trains (rlcontrol/vision/keypoints.py or vae.py)")
-    parser.add_argument("--encoder-epochs", type=int, default=10)
+    parser.add_argument("--encoder-labels", choices=("object", "object+centre"), default="object",
+                        help="what the encoder's auxiliary head regresses: GraspEnv.object_state (8), "
+                             "or that and the nearest object's centre in the bin (11)")
+    parser.add_argument("--encoder-epochs", type=int, default=4)
     parser.add_argument("--encoder-latent-dim", type=int, default=32)
-    parser.add_argument("--encoder-label-weight", type=float, default=1000.0,
+    parser.add_argument("--encoder-label-weight", type=float, default=200.0,
                         help="weight of the privileged-state regression next to the VAE loss (0: a plain VAE)")
     parser.add_argument("--encoder-frames", type=int, default=24000, help="at most this many frames train it")
     parser.add_argument("--encoder-channels", type=int, nargs="+", default=None,
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain_encoder:
         pretrain = {"epochs": args.encoder_epochs, "latent_dim": args.encoder_latent_dim,
                     "label_weight": args.encoder_label_weight, "max_frames": args.encoder_frames,
-                    "threads": args.threads, "kind": args.encoder,
+                    "threads": args.threads, "kind": args.encoder, "label_set": args.encoder_labels,
                     "channels": tuple(args.encoder_channels) if args.encoder_channels else None}
     print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
                              args.noise_max, pretrain)))
