@@ -233,8 +233,22 @@ def main(argv: list[str] | None = None) -> int:
                     "label_weight": args.encoder_label_weight, "max_frames": args.encoder_frames,
                     "threads": args.threads, "kind": args.encoder, "label_set": args.encoder_labels,
                     "channels": tuple(args.encoder_channels) if args.encoder_channels else None}
-    print(json.dumps(collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
-                             args.noise_max, pretrain)))
+    from rlcontrol.config import load_config
+    from rlcontrol.errors import UserError
+
+    try:
+        config = load_config(args.config)
+        if args.pretrain_encoder and not (config.algo == "qtopt" and config.agent.frozen_encoder):
+            parser.error(f"--pretrain-encoder: {args.config} sets no agent.frozen_encoder to write the encoder to")
+        encoder = config.agent.frozen_encoder if config.algo == "qtopt" else None
+        if encoder and not args.pretrain_encoder and not os.path.isfile(encoder):  # before minutes of collecting
+            raise UserError(f"agent.frozen_encoder: {encoder} not found; make it with --pretrain-encoder")
+        summary = collect(args.config, args.attempts, args.out, args.scripted_fraction, args.noise, args.seed,
+                          args.noise_max, pretrain)
+    except (UserError, ValueError) as error:  # a bad config, env or encoder file: one line, exit 2
+        print(f"grasp_offline_replay: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
     return 0
 
 

@@ -122,3 +122,31 @@ def test_a_state_task_has_no_image_for_a_frozen_encoder(tmp_path):
     config = config_from_dict({"algo": "qtopt", "agent": {"frozen_encoder": write_encoder(tmp_path / "e.safetensors")}})
     with pytest.raises(ConfigError, match="exactly one image part"):
         replay_observation_spec(config, {"state": ArraySpec((4,), np.float32)})
+
+
+def test_training_with_another_encoders_offline_latents_is_one_error_line(tmp_path, capsys):
+    """`rlcontrol train` refuses, before writing anything, an offline file cached by another encoder."""
+    from rlcontrol.cli import main
+
+    obs_spec = {"pixels": ArraySpec((3, 16, 16), np.uint8), "state": ArraySpec((8,), np.float32)}
+    other = QTOptAgent(QTOptConfig(frozen_encoder=write_encoder(tmp_path / "other.safetensors", seed=1)), obs_spec, 5)
+    replay = make_replay(10, other.replay_obs_spec, 5, prioritized=False, seed=0)
+    rng = np.random.default_rng(0)
+    latent = {k: rng.standard_normal(s.shape).astype(np.float32) for k, s in other.replay_obs_spec.items()}
+    for _ in range(10):
+        replay.add({"obs": latent, "action": np.zeros(5, np.float32), "reward": 0.0, "discount": 0.9,
+                    "next_obs": latent})
+    replay.save(tmp_path / "offline.safetensors")
+    mine = write_encoder(tmp_path / "mine.safetensors", seed=0)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"""
+algo: qtopt
+env: {{id: "rlc:grasp", pixels: true, pixel_size: 16, kwargs: {{include_state: true, observe_objects: false}}}}
+agent: {{frozen_encoder: {mine}}}
+replay: {{offline_replay: {tmp_path / 'offline.safetensors'}}}
+""")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--run-dir", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "latents of another encoder" in err, err
+    assert not run.exists()
