@@ -98,7 +98,7 @@ def replay_spec(obs_spec: Mapping, image: str, latent_dim: int, digest: str) -> 
 
 def check_latent_digest(file_parts, run_parts, path: str) -> None:
     """ValueError (one line) when a replay file's latent part came from another encoder than the run's."""
-    mine = [p for p in run_parts if p.startswith(LATENT_PREFIX)]
+    mine = [p for p in run_parts if p and p.startswith(LATENT_PREFIX)]
     theirs = [p for p in file_parts if p and p.startswith(LATENT_PREFIX)]
     if mine and theirs and mine != theirs:
         raise ValueError(f"{path} holds latents of another encoder (digest {theirs[0][len(LATENT_PREFIX):]}, this "
