@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlcontrol.deploy.rollout import pixel_keywords
 from rlcontrol.errors import UserError
 
 NODE = "policy_node"
@@ -90,7 +91,9 @@ def robot_pixel_flags(meta, env_kwargs: dict | None = None) -> list[str]:
     clash = sorted(set(env_kwargs or {}) & {"pixels", "pixel_size", "include_state"})
     if clash:
         raise UserError(f"--env-kwargs sets {clash}: deploy sets the camera from the image policy; remove them")
-    return ["--pixels", "--pixel-size", str(height)] + (["--include-state"] if "state" in names else [])
+    # The same camera the in-process reference (rlcontrol.deploy.rollout) observes for this policy.
+    camera = pixel_keywords(meta)
+    return ["--pixels", "--pixel-size", str(camera["pixel_size"])] + (["--include-state"] if camera["include_state"] else [])
 
 
 def spawn(args: list[str], env: dict, log: Path, cwd: str | Path | None = None,

@@ -59,6 +59,7 @@ def make_replay(config: Config, env_spec, obs_spec=None):
     from rlcontrol.replay import make_replay as _make
 
     r = config.replay
-    return _make(r.capacity, env_spec.observation if obs_spec is None else obs_spec, env_spec.action_dim, prioritized=r.prioritized, alpha=r.alpha,
+    stored = env_spec.observation if obs_spec is None else obs_spec
+    return _make(r.capacity, stored, env_spec.action_dim, prioritized=r.prioritized, alpha=r.alpha,
                  beta0=r.beta0, beta_steps=r.beta_steps or total_updates(config), eps=r.eps, seed=config.seed,
                  device=config.train.device)

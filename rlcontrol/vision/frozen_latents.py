@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from envs.core import ArraySpec
-from rlcontrol.networks.image_encoders import image_parts
+from rlcontrol.networks.image_encoders import image_parts, to_images
 from rlcontrol.networks.split import part_slices
 from rlcontrol.vision.keypoints import is_keypoint_file, load_keypoints
 from rlcontrol.vision.vae import VAEEncoder, VAEFileError, load_encoder
@@ -68,8 +68,7 @@ class FrozenImageEncoder(nn.Module):
         return self
 
     def forward(self, flat_images: torch.Tensor) -> torch.Tensor:
-        images = flat_images.reshape(-1, *self.image_shape) * (1.0 / 255.0)
-        return self.encoder.encode_mean(images)
+        return self.encoder.encode_mean(to_images(flat_images, self.image_shape))
 
 
 def load_frozen_encoder(path: str, obs_spec) -> tuple[str, FrozenImageEncoder]:

@@ -68,7 +68,11 @@ class CEMPolicy(nn.Module):
         self.encoder = encoder
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.from_replay_space(obs if self.encoder is None else self.encoder(obs))
+        return self.from_replay_space(self.to_replay_space(obs))
+
+    def to_replay_space(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw flat observations -> what replay holds (latents in place of images, or obs itself)."""
+        return obs if self.encoder is None else self.encoder(obs)
 
     def from_replay_space(self, x: torch.Tensor) -> torch.Tensor:
         """The action for observations already in replay space (latents in place of images)."""
@@ -82,8 +86,7 @@ class CEMPolicy(nn.Module):
         to max(1, |best score|) (cem_maximize's return_margin). Where it is at float rounding
         level, another floating-point implementation (the ONNX graph) may decide the other
         way: the export's parity check uses it to tell such ties from a wrong graph."""
-        x = obs if self.encoder is None else self.encoder(obs)
-        features = self.q.encode(self.normalizer(x))
+        features = self.q.encode(self.normalizer(self.to_replay_space(obs)))
         _, score, margin = self.cem(lambda c: self.q.score_candidates(features, c, member=0), obs.shape[0],
                                     return_margin=True)
         return margin / score.abs().clamp(min=1.0)
