@@ -6,6 +6,7 @@ recovery rules; this module holds the pieces the writer and the reader share.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -74,8 +75,9 @@ class LogField:
 
 _FLAGS = ("terminated", "truncated")
 _FIXED = {"action": "float32", "reward": "float32", "terminated": "bool", "truncated": "bool",
-          "intervention": "bool", "episode": "int64", "step": "int64", "time": "float64"}
-_DEFAULTS = {"intervention": False}  # (and "time": now)
+          "intervention": "bool", "first": "bool", "episode": "int64", "step": "int64", "time": "float64"}
+_OPTIONAL = ("intervention", "first")
+_DEFAULTS = {"intervention": False, "first": False}  # (and "time": now)
 
 
 def _obs_field(name: str, spec: Any) -> LogField:
@@ -107,7 +109,7 @@ class TransitionSchema:
             raise ValueError(f"duplicate field names in {names}")
         by_name = {f.name: f for f in self.fields}
         for name, dtype in _FIXED.items():
-            if name == "intervention" and name not in by_name:
+            if name in _OPTIONAL and name not in by_name:
                 continue
             if name not in by_name or by_name[name].dtype != dtype:
                 raise ValueError(f"a transition schema needs a {dtype} field {name!r}")
@@ -117,7 +119,11 @@ class TransitionSchema:
             raise ValueError("field 'action' must have shape (A,)")
         obs = {n[3:]: by_name[n] for n in names if n == "obs" or n.startswith("obs/")}
         nxt = {n[8:]: by_name[n] for n in names if n == "next_obs" or n.startswith("next_obs/")}
-        if not obs or ("" in obs and len(obs) > 1) or obs.keys() != nxt.keys() or any(
+        if "first" in by_name:  # observations once: next_obs only (module docstring of transition_log)
+            if obs or not nxt or ("" in nxt and len(nxt) > 1):
+                raise ValueError("an observations-once schema has next_obs fields ('next_obs' or 'next_obs/<part>') "
+                                 "and no obs fields")
+        elif not obs or ("" in obs and len(obs) > 1) or obs.keys() != nxt.keys() or any(
                 (obs[k].dtype, obs[k].shape) != (nxt[k].dtype, nxt[k].shape) for k in obs):
             raise ValueError("obs and next_obs fields must be 'obs' or 'obs/<part>', the same in both")
         unknown = set(names) - set(_FIXED) - {f.name for f in (*obs.values(), *nxt.values())}
@@ -125,14 +131,19 @@ class TransitionSchema:
             raise ValueError(f"unknown fields {sorted(unknown)}")
 
     @classmethod
-    def for_transitions(cls, obs_spec: Any, action_dim: int, *, intervention: bool = True) -> TransitionSchema:
+    def for_transitions(cls, obs_spec: Any, action_dim: int, *, intervention: bool = True,
+                        obs_once: bool = False) -> TransitionSchema:
         """``obs_spec``: a shape (float32), an object with ``.shape``/``.dtype`` (``envs.core.ArraySpec``,
-        an array; the dtype is kept: uint8 camera images stay uint8), or a dict part name -> either."""
-        fields = [*_obs_fields("obs", obs_spec), LogField("action", "float32", (int(action_dim),)),
+        an array; the dtype is kept: uint8 camera images stay uint8), or a dict part name -> either.
+        ``obs_once``: each observation (camera frames included) is stored once, as the next_obs of the
+        record that led to it; a ``first`` record holds an episode's initial observation."""
+        fields = [*(() if obs_once else _obs_fields("obs", obs_spec)), LogField("action", "float32", (int(action_dim),)),
                   LogField("reward", "float32"), *_obs_fields("next_obs", obs_spec),
                   LogField("terminated", "bool"), LogField("truncated", "bool")]
         if intervention:
             fields.append(LogField("intervention", "bool"))
+        if obs_once:
+            fields.append(LogField("first", "bool"))
         fields += [LogField("episode", "int64"), LogField("step", "int64"), LogField("time", "float64")]
         return cls(tuple(fields))
 
@@ -149,12 +160,18 @@ class TransitionSchema:
     def has_intervention(self) -> bool:
         return "intervention" in self.by_name
 
+    @property
+    def obs_once(self) -> bool:
+        """Whether each observation is stored once (next_obs only; ``first`` records start episodes)."""
+        return "first" in self.by_name
+
     @cached_property
     def obs_parts(self) -> dict[str | None, LogField]:
-        """Observation part name (None for a flat observation) -> its ``obs`` field."""
-        if "obs" in self.by_name:
-            return {None: self.by_name["obs"]}
-        return {f.name[4:]: f for f in self.fields if f.name.startswith("obs/")}
+        """Observation part name (None for a flat observation) -> its ``next_obs`` field (the same
+        shape and dtype as the ``obs`` field, where there is one)."""
+        if "next_obs" in self.by_name:
+            return {None: self.by_name["next_obs"]}
+        return {f.name[9:]: f for f in self.fields if f.name.startswith("next_obs/")}
 
     def obs_spec(self) -> Any:
         """An ``obs_spec`` for :func:`rlcontrol.replay.make_replay` (objects with shape and dtype)."""
@@ -207,6 +224,7 @@ class LogRecord:
     episode: int
     step: int
     time: float
+    first: bool = False  # an observations-once log's episode start: next_obs is the initial observation
 
 
 class RecordCodec:
@@ -226,7 +244,9 @@ class RecordCodec:
         if not isinstance(transition, Mapping):
             raise ValueError("a transition must be a dict")
         values = {key: value for key, value in transition.items() if key not in ("obs", "next_obs")}
-        for prefix in ("obs", "next_obs"):
+        if self.schema.obs_once and "obs" in transition:
+            raise ValueError("an observations-once log stores next_obs only: a transition must not carry 'obs'")
+        for prefix in ("next_obs",) if self.schema.obs_once else ("obs", "next_obs"):
             if prefix not in transition:
                 raise ValueError(f"transition lacks {prefix!r}")
             obs = transition[prefix]
@@ -285,8 +305,11 @@ class RecordCodec:
         columns = {f.name: rows[f.name] for f in self.schema.fields}
         parts = self.schema.obs_parts
         intervention = columns.get("intervention", np.zeros(len(rows), bool))
+        first = columns.get("first", np.zeros(len(rows), bool))
 
         def obs(prefix: str, i: int) -> Any:
+            if prefix == "obs" and self.schema.obs_once:
+                return None  # ObservationJoiner fills it in from the record before
             if None in parts:
                 return np.array(columns[prefix][i])
             return {name: np.array(columns[f"{prefix}/{name}"][i]) for name in parts}
@@ -295,8 +318,31 @@ class RecordCodec:
                           reward=float(columns["reward"][i]), next_obs=obs("next_obs", i),
                           terminated=bool(columns["terminated"][i]), truncated=bool(columns["truncated"][i]),
                           intervention=bool(intervention[i]), episode=int(columns["episode"][i]),
-                          step=int(columns["step"][i]), time=float(columns["time"][i]))
+                          step=int(columns["step"][i]), time=float(columns["time"][i]), first=bool(first[i]))
                 for i in range(len(rows))]
+
+
+class ObservationJoiner:
+    """Transitions of an observations-once log: record (episode e, step k) takes its ``obs`` from
+    the ``next_obs`` of record (e, k - 1), or of the ``first`` record (e, -1) for k = 0. A record
+    whose predecessor is missing (lost in a crash, skipped as corrupt) has no observation to start
+    from and is dropped (``dropped``); the records after it chain on from its next_obs."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int, Any] | None = None  # (episode, step, next_obs) of the last record
+        self.dropped = 0
+
+    def join(self, records: list[LogRecord]) -> list[LogRecord]:
+        out = []
+        for record in records:
+            last = self._last
+            if not record.first:
+                if last is not None and last[0] == record.episode and last[1] == record.step - 1:
+                    out.append(dataclasses.replace(record, obs=last[2]))
+                else:
+                    self.dropped += 1
+            self._last = (record.episode, record.step, record.next_obs)
+        return out
 
 
 # ---------------------------------------------------------------------------------- segments

@@ -24,6 +24,15 @@ command; the sender marks the steps around it terminated/truncated), ``episode``
 whole transition (obs and next_obs, 2 images per record for pixels): a lost or skipped record
 never changes the meaning of its neighbours.
 
+Observations once (``for_transitions(..., obs_once=True)``, what live fine-tuning of camera
+policies writes): as the frame-pool replay stores each frame once, a record holds only the
+``next_obs`` of its step; an episode (a segment of consecutive steps) starts with a ``first``
+record (step -1, zero action and reward) whose next_obs is the initial observation. Readers
+rebuild whole transitions (:class:`~rlcontrol.replay.log_format.ObservationJoiner`): record
+(e, k) takes its obs from record (e, k - 1). Half the bytes of a camera log; the price is that a
+lost or corrupt record also costs the one after it (which has no observation to start from),
+never anything further.
+
 A segment is created whole (header written to a temp file, fsynced, renamed, directory fsynced),
 records are appended with one ``os.write`` each to an ``O_APPEND`` descriptor, and a segment rolls
 over once the next record would take it past ``segment_bytes``; a finished segment is fsynced
@@ -85,6 +94,7 @@ from rlcontrol.replay.log_format import (
     LogRecord,
     LogSchemaError,
     LogWriteError,
+    ObservationJoiner,
     RecordCodec,
     SegmentHeader,
     TransitionLogError,
@@ -416,6 +426,7 @@ class ReadReport:
     torn_tail_bytes: int = 0  # invalid bytes at the end of the last segment, now (a torn last record)
     skipped_records: int = 0  # corrupt records skipped (skip_corrupt=True)
     skipped: list[str] = field(default_factory=list)  # where (segment: byte offset)
+    unjoined: int = 0  # observations-once logs: records dropped for want of the record before them
 
 
 class LogReader:
@@ -438,6 +449,7 @@ class LogReader:
         self._codec: RecordCodec | None = None
         self._file: BinaryIO | None = None  # the current segment (a file object: closed when collected)
         self._slot = 0
+        self._joiner: ObservationJoiner | None = None  # observations-once logs: fills in each obs
 
     @property
     def _fd(self) -> int:
@@ -461,6 +473,8 @@ class LogReader:
         self._file = open(path, "rb", buffering=0)  # kept open while following
         self._header, self._slot = header, 0
         self._codec = self._codec or RecordCodec(header.schema)
+        if self._joiner is None and header.schema.obs_once:
+            self._joiner = ObservationJoiner()
         self.report.next_seq = header.first_seq
         self.report.segments += 1
 
@@ -524,7 +538,9 @@ class LogReader:
         return []
 
     def tail(self, max_records: int | None = None) -> list[LogRecord]:
-        """The valid records appended since the previous call (at most ``max_records``)."""
+        """The valid records appended since the previous call (at most ``max_records`` read). An
+        observations-once log's records come back as whole transitions: its ``first`` records and
+        any record whose predecessor is missing are consumed, not returned."""
         out: list[LogRecord] = []
         while max_records is None or len(out) < max_records:
             records = self._read_chunk(None if max_records is None else max_records - len(out))
@@ -532,12 +548,19 @@ class LogReader:
                 break
             out += records
         self.report.records += len(out)
-        return out
+        return self._joined(out)
+
+    def _joined(self, records: list[LogRecord]) -> list[LogRecord]:
+        if self._joiner is None:
+            return records
+        joined = self._joiner.join(records)
+        self.report.unjoined = self._joiner.dropped
+        return joined
 
     def __iter__(self) -> Iterator[LogRecord]:
         while (records := self._read_chunk(None)) is not None:
             self.report.records += len(records)
-            yield from records
+            yield from self._joined(records)
         if self.report.torn_tail_bytes:
             logger.warning("replay log %s: dropped a torn last record (%d bytes after seq %d)", self._header.path,
                            self.report.torn_tail_bytes, self.report.next_seq - 1)
