@@ -181,6 +181,20 @@ def _string(body: memoryview, offset: int) -> tuple[str, int]:
 def policy_contract(policy_path: str | Path) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(observation components [(name, size)] in input order, action low, action high) from an
     exported policy's metadata_props (see rlcontrol.deploy.metadata). Only the metadata is read."""
+    path = Path(policy_path)
+    meta = policy_metadata(path)
+    components = []
+    for obs in meta.observations:
+        if obs.history != 1:
+            raise UserError(f"{path}: input {obs.name!r} stacks {obs.history} frames; a recording holds single frames")
+        parts = obs.components or ((obs.name, obs.shape),)
+        components += [(name, math.prod(shape)) for name, shape in parts]
+    return components, np.asarray(meta.action_low, np.float64), np.asarray(meta.action_high, np.float64)
+
+
+def policy_metadata(policy_path: str | Path):
+    """An exported policy's PolicyMetadata (rlcontrol.deploy.metadata); UserError, one line, for a
+    missing file, a file that is not ONNX, or one without rlcontrol's metadata."""
     from rlcontrol.deploy.metadata import MetadataError, PolicyMetadata
 
     path = Path(policy_path)
@@ -190,18 +204,11 @@ def policy_contract(policy_path: str | Path) -> tuple[list[tuple[str, int]], np.
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
-        meta = PolicyMetadata.from_props({p.key: p.value for p in model.metadata_props})
+        return PolicyMetadata.from_props({p.key: p.value for p in model.metadata_props})
     except MetadataError as exc:
         raise UserError(f"{path}: not an rlcontrol policy: {exc}") from None
     except Exception as exc:  # protobuf's DecodeError and friends: a file that is not ONNX
         raise UserError(f"{path} is not a readable ONNX file: {type(exc).__name__}: {exc}") from None
-    components = []
-    for obs in meta.observations:
-        if obs.history != 1:
-            raise UserError(f"{path}: input {obs.name!r} stacks {obs.history} frames; a recording holds single frames")
-        parts = obs.components or ((obs.name, obs.shape),)
-        components += [(name, math.prod(shape)) for name, shape in parts]
-    return components, np.asarray(meta.action_low, np.float64), np.asarray(meta.action_high, np.float64)
 
 
 def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -232,8 +239,11 @@ class StepAssembler:
     Call :meth:`applied_command`, :meth:`reward`, :meth:`observation` and :meth:`episode` per
     message, then :meth:`finish`. Results: ``transitions`` and ``dropped`` (steps seen in part)."""
 
-    def __init__(self, obs_names: Sequence[str]) -> None:
+    def __init__(self, obs_names: Sequence[str], groups: dict[str, Sequence[str]] | None = None) -> None:
         self.obs_names = list(obs_names)
+        # Dict observations ({input: its components}, camera policies): an input is its one image
+        # component as given (uint8), or its float components concatenated.
+        self.groups = {name: list(parts) for name, parts in groups.items()} if groups else None
         self.transitions: list[Transition] = []
         self.dropped = 0
         self.episode_events = {"start": 0, "end": 0}
@@ -264,7 +274,12 @@ class StepAssembler:
             self._parts = {}
         self._parts[name] = value
         if len(self._parts) == len(self.obs_names):
-            obs = np.concatenate([self._parts[n] for n in self.obs_names]).astype(np.float32)
+            if self.groups is None:
+                obs = np.concatenate([self._parts[n] for n in self.obs_names]).astype(np.float32)
+            else:
+                obs = {name: self._parts[parts[0]] if self._parts[parts[0]].dtype == np.uint8
+                       else np.concatenate([self._parts[n] for n in parts]).astype(np.float32)
+                       for name, parts in self.groups.items()}
             self._parts = {}
             self._complete(obs)
 

@@ -17,6 +17,11 @@ What it does, and why:
   ``reorder_window_s`` and released in the order of their publishers' send stamps (the robot
   publishes from one thread, so that is its publication order; the clocks of the robot and this
   node must agree to well within the window, as they do on one machine).
+* Camera policies (a uint8 (C, H, W) input, e.g. the VAE-encoder lane policy): the camera topic is
+  a sensor_msgs/Image, checked by ros_nodes.finetune_recording.ImageCheck (a frame of another size
+  or encoding is counted in /finetune/status ``bad_images`` and skipped, never learned from), and
+  the log stores each frame once (the observations-once layout of rlcontrol.replay.transition_log).
+  The encoder is part of the run's actor, so every export is again camera frame in, command out.
 * Every transition is appended to the crash-safe transition log (rlcontrol.replay.transition_log,
   fsync policy ``fsync``, ``interval`` by default: a kill -9 loses nothing appended, a power cut
   at most the last ~0.1 s). A failed append (disk full) is one error line, counted in the status,
@@ -52,16 +57,13 @@ learner and flushes, cleanup closes the log.
 
 from __future__ import annotations
 
-import heapq
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -71,6 +73,9 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Bool, Empty, Float64, Float64MultiArray, String
 
 from ros_nodes import topics
+from ros_nodes.finetune_recording import ImageCheck, RecordedInputs, ReorderBuffer, TransitionRecorder
+
+__all__ = ["FinetuneNode", "ReorderBuffer", "TransitionRecorder"]  # the recording pieces live in finetune_recording
 
 NODE_NAME = "finetune_node"
 FINETUNE_STATUS = "/finetune/status"
@@ -119,114 +124,6 @@ PARAMETERS: dict[str, tuple[object, str]] = {
 }
 
 
-class ReorderBuffer:
-    """Messages of several topics, released in send-stamp order once older than the window."""
-
-    def __init__(self) -> None:
-        self._heap: list = []
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def push(self, stamp_ns: int, kind: str, payload) -> None:
-        with self._lock:
-            heapq.heappush(self._heap, (stamp_ns, self._count, kind, payload))
-            self._count += 1
-
-    def pop_ready(self, before_ns: int | None = None) -> list[tuple[str, object]]:
-        """Everything stamped before ``before_ns`` (all of it with None), oldest first."""
-        out = []
-        with self._lock:
-            while self._heap and (before_ns is None or self._heap[0][0] <= before_ns):
-                _, _, kind, payload = heapq.heappop(self._heap)
-                out.append((kind, payload))
-        return out
-
-
-class TransitionRecorder:
-    """ROS-free: rebuilds transitions from the robot's message stream and appends them to the log.
-
-    ``feed(kind, payload)`` with kind one of applied_command, reward, obs (payload (name, values)),
-    episode (event dict), estop (bool), estop_reset."""
-
-    def __init__(self, log, obs_names: Sequence[str], action_low: np.ndarray, action_high: np.ndarray, *,
-                 intervention_label: str = "terminated", logger=None) -> None:
-        from ros_nodes.bag_tools import StepAssembler
-
-        self.log, self.low, self.high = log, np.asarray(action_low), np.asarray(action_high)
-        self.assembler = StepAssembler(obs_names)
-        self.terminal_interventions = intervention_label == "terminated"
-        self.logger = logger
-        # Episode ids unique across restarts of this node on the same log: microseconds at start
-        # plus the assembler's segment (a segment is at least one step, i.e. far over a microsecond).
-        self.episode_base = time.time_ns() // 1000
-        self.intervening = False  # the safety layer, not the policy, commands the steps now
-        self._estop_latched = False
-        self.logged = self.interventions = self.append_failures = 0
-        self.last_error = ""
-        self._segment, self._step = None, 0
-
-    def feed(self, kind: str, payload) -> None:
-        a = self.assembler
-        if kind == "applied_command":
-            a.applied_command(np.asarray(payload, np.float64))
-        elif kind == "reward":
-            a.reward(float(payload))
-        elif kind == "obs":
-            a.observation(payload[0], np.asarray(payload[1], np.float64))
-        elif kind == "episode":
-            a.episode(payload)
-            if payload.get("event") == "start" and not self._estop_latched:
-                self.intervening = False  # a new episode under the policy
-        elif kind == "estop":
-            if payload and not self.intervening:
-                a.interrupt(terminated=self.terminal_interventions)
-                self.intervening = True
-            self._estop_latched = self._estop_latched or bool(payload)  # latched, as the policy node does
-        elif kind == "estop_reset":
-            self._estop_latched = False
-            if self.intervening:  # the policy is back in control: its steps start a new segment
-                a.cut()
-                self.intervening = False
-        self._drain()
-
-    def _drain(self) -> None:
-        from ros_nodes.bag_tools import normalize_actions
-
-        done, self.assembler.transitions = self.assembler.transitions, []
-        for t in done:
-            if t.segment != self._segment:
-                self._segment, self._step = t.segment, 0
-            else:
-                self._step += 1
-            # Steps completed while an intervention lasts are the safety layer's, not the policy's,
-            # except the policy's own last step, which interrupt() labelled.
-            intervention = self.intervening and not t.interrupted
-            record = {"obs": t.obs, "action": normalize_actions(t.action[None], self.low, self.high)[0].astype(np.float32),
-                      "reward": t.reward, "next_obs": t.next_obs, "terminated": t.terminated, "truncated": t.truncated,
-                      "intervention": intervention, "episode": self.episode_base + t.segment, "step": self._step,
-                      "time": time.time()}
-            self.append(record)
-
-    def append(self, record: dict) -> None:
-        from rlcontrol.replay.log_format import TransitionLogError
-
-        try:
-            self.log.append(record)
-        except TransitionLogError as exc:
-            self.append_failures += 1
-            self.last_error = str(exc)
-            if self.logger is not None:
-                self.logger.error(f"transition log append failed ({self.append_failures} so far; earlier records "
-                                  f"intact): {exc}", throttle_duration_sec=5.0)
-            return
-        self.logged += 1
-        self.interventions += int(record["intervention"])
-
-    @property
-    def dropped(self) -> int:
-        return self.assembler.dropped
-
-
 class FinetuneNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -237,6 +134,7 @@ class FinetuneNode(LifecycleNode):
         self.recorder = None
         self.log = None
         self.buffer = ReorderBuffer()
+        self.image_checks: dict[str, ImageCheck] = {}
         self.learner_error = ""
         self.exported = 0
         self.keeper = None  # ros_nodes.keep_best.VersionKeeper, from configure on
@@ -267,9 +165,7 @@ class FinetuneNode(LifecycleNode):
 
     def _configure(self) -> None:
         from rlcontrol.errors import UserError
-        from rlcontrol.replay.log_format import TransitionSchema
         from rlcontrol.replay.transition_log import TransitionLog
-        from ros_nodes.bag_tools import policy_contract
         from ros_nodes.keep_best import VersionKeeper
         from sim2real.finetune import INTERVENTION_LABELS, FinetuneSettings, LiveLearner
         from sim2real.plateau import PlateauRule
@@ -281,7 +177,8 @@ class FinetuneNode(LifecycleNode):
                 raise UserError(f"parameter {name} is required")
         if p["intervention_label"] not in INTERVENTION_LABELS:
             raise UserError(f"intervention_label {p['intervention_label']!r}: choose {' or '.join(INTERVENTION_LABELS)}")
-        components, low, high = policy_contract(p["policy_path"])
+        inputs = RecordedInputs.from_policy(p["policy_path"])
+        low, high = inputs.low, inputs.high
         settings = FinetuneSettings(updates_per_transition=float(p["updates_per_transition"]),
                                     learning_starts=int(p["learning_starts"]), export_every=int(p["export_every"]),
                                     max_updates=int(p["max_updates"]), threads=int(p["threads"]), seed=int(p["seed"]),
@@ -297,15 +194,15 @@ class FinetuneNode(LifecycleNode):
         self.keeper = VersionKeeper(selection, self.learner, p["out_dir"], self._publish_update, self.get_logger(),
                                     plateau_rule=rule)
         spec = self.learner.spec
-        obs_dim = sum(size for _, size in components)
-        if (obs_dim,) != tuple(spec.observation.shape) or len(low) != spec.action_dim:
-            raise UserError(f"{p['policy_path']} (observation {obs_dim}, action {len(low)}) does not fit the run "
-                            f"{p['run_dir']} (observation {tuple(spec.observation.shape)}, action {spec.action_dim})")
-        schema = TransitionSchema.for_transitions((obs_dim,), spec.action_dim, intervention=True)
-        self.log = TransitionLog.open(p["log_dir"], schema, fsync=p["fsync"])
-        obs_names = [name for name, _ in components]
+        if not inputs.fits(spec.observation) or len(low) != spec.action_dim:
+            raise UserError(f"{p['policy_path']} (observation {_shapes(inputs.obs_spec())}, action {len(low)}) does "
+                            f"not fit the run {p['run_dir']} (observation {_shapes(spec.observation)}, action "
+                            f"{spec.action_dim})")
+        self.log = TransitionLog.open(p["log_dir"], inputs.schema(spec.action_dim), fsync=p["fsync"])
+        obs_names = inputs.topic_names
+        self.image_checks = {name: ImageCheck(shape) for name, shape in inputs.images.items()}
         self.recorder = TransitionRecorder(self.log, obs_names, low, high, intervention_label=p["intervention_label"],
-                                           logger=self.get_logger())
+                                           logger=self.get_logger(), groups=inputs.groups if inputs.camera else None)
         self.out_dir = Path(p["out_dir"])
         self._window_ns = int(float(p["reorder_window_s"]) * 1e9)
         self._subscribe(obs_names)
@@ -325,7 +222,9 @@ class FinetuneNode(LifecycleNode):
                 if not self._active:
                     return
                 stamp = int(info.get("source_timestamp") or 0) or time.time_ns()
-                self.buffer.push(stamp, kind, convert(msg))
+                payload = convert(msg)
+                if payload is not None:  # None: a camera frame refused by its ImageCheck
+                    self.buffer.push(stamp, kind, payload)
             return callback
 
         subs = [(Float64MultiArray, topics.APPLIED_COMMAND, stamped("applied_command", lambda m: list(m.data))),
@@ -334,8 +233,13 @@ class FinetuneNode(LifecycleNode):
                 (Bool, topics.ESTOP, stamped("estop", lambda m: bool(m.data))),
                 (Empty, topics.ESTOP_RESET, stamped("estop_reset", lambda m: None))]
         for name in obs_names:
-            subs.append((Float64MultiArray, topics.obs_topic(name),
-                         stamped("obs", lambda m, n=name: (n, list(m.data)))))
+            if name in self.image_checks:
+                from sensor_msgs.msg import Image
+
+                subs.append((Image, topics.obs_topic(name), stamped("obs", lambda m, n=name: self._frame(n, m))))
+            else:
+                subs.append((Float64MultiArray, topics.obs_topic(name),
+                             stamped("obs", lambda m, n=name: (n, list(m.data)))))
         for msg_type, topic, callback in subs:
             qos = EPISODE_QOS if topic == topics.EPISODE else INPUT_QOS
             self._entities.append(("sub", self.create_subscription(msg_type, topic, callback, qos)))
@@ -478,11 +382,25 @@ class FinetuneNode(LifecycleNode):
             elif learner.session_updates == before:
                 self._stop.wait(0.02)
 
+    def _frame(self, name: str, msg):
+        """(name, uint8 frame) of an Image message the policy learns from; None (counted) otherwise."""
+        check = self.image_checks[name]
+        frame = check(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        if frame is None:
+            self.get_logger().warning(f"{topics.obs_topic(name)}: frame skipped, not learned from ({check.rejected} "
+                                      f"so far): {check.last_reason}", throttle_duration_sec=5.0)
+            return None
+        return name, frame
+
     def status(self) -> dict:
         with self._lock:
             r = self.recorder
             recorded = {"logged": r.logged, "interventions": r.interventions, "dropped_steps": r.dropped,
                         "append_failures": r.append_failures, "last_append_error": r.last_error} if r else {}
+        checks = self.image_checks
+        if checks:
+            recorded["bad_images"] = sum(c.rejected for c in checks.values())
+            recorded["last_bad_image"] = next((c.last_reason for c in checks.values() if c.last_reason), "")
         learner = self.learner.summary() if self.learner else {}
         learner.pop("settings", None)
         keeper = self.keeper
@@ -494,6 +412,12 @@ class FinetuneNode(LifecycleNode):
 
     def _publish_status(self) -> None:
         self._status_pub.publish(String(data=json.dumps(self.status())))
+
+
+def _shapes(spec) -> str:
+    if isinstance(spec, dict):
+        return "{" + ", ".join(f"{k}: {list(getattr(v, 'shape', v))}" for k, v in spec.items()) + "}"
+    return str(list(getattr(spec, "shape", spec)))
 
 
 def _event(text: str) -> dict:

@@ -8,6 +8,9 @@ transitions, and export each improved policy for the policy node to swap in.
 
 Where things come from and go to:
 
+* Flat-vector and camera runs alike (a dict observation such as the lane task's 64x64 image plus
+  speed and steering, through the run's image encoder: frozen or trained as its config says; the
+  exported graph includes it, so it takes the camera frame).
 * The agent (actor, critics, targets, optimizers, normalizer) starts from the sim run's latest
   checkpoint (``RUN_DIR/checkpoints``), not from ``policy.pt``: fine-tuning needs the critics. The
   observation normalizer is frozen (its statistics are baked into every exported graph, and the
@@ -70,6 +73,7 @@ class FinetuneSettings:
     learning_starts: int = 500  # transitions received before the first update
     export_every: int = 1000  # updates between exported policies
     probe_size: int = 32  # observations sent with each export for the policy node's parity check
+    camera_probe_size: int = 4  # the same for camera policies (each 64x64 frame is ~12k JSON numbers)
     chunk: int = 25  # updates between polls of the log (keeps the learner responsive)
     max_updates: int = 0  # stop updating after this many (0: never)
     lr_scale: float = 1.0  # actor and critic learning rates times this (the run's own rates at 1)
@@ -81,7 +85,8 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         checks = {"updates_per_transition": self.updates_per_transition > 0, "learning_starts": self.learning_starts >= 0,
-                  "export_every": self.export_every >= 1, "probe_size": self.probe_size >= 1, "chunk": self.chunk >= 1,
+                  "export_every": self.export_every >= 1, "probe_size": self.probe_size >= 1,
+                  "camera_probe_size": self.camera_probe_size >= 1, "chunk": self.chunk >= 1,
                   "max_updates": self.max_updates >= 0, "threads": self.threads >= 1,
                   "lr_scale": self.lr_scale > 0, "critic_warmup": self.critic_warmup >= 0,
                   "sim_replay_ratio": 0.0 <= self.sim_replay_ratio < 1.0,
@@ -110,9 +115,6 @@ def _load_agent(run_dir: Path):
     env = builders.make_env(config.env, config.seed, evaluation=True)
     spec = env.spec
     env.close()
-    if isinstance(spec.observation, Mapping):
-        raise UserError(f"finetune: {config.env.id} has dict observations; live fine-tuning takes flat-vector policies "
-                        "(the transitions are rebuilt from the robot's observation topics as one vector)")
     agent = make_agent(config, spec)
     agent_state, replay_path, _ = ckpts.load(latest)
     agent.load_state_dict(agent_state)
@@ -253,7 +255,8 @@ class LiveLearner:
         self._log({"version": version, "updates": self.updates, "transitions": self.transitions,
                    "replay": len(self.replay), "wall_s": round(time.monotonic() - self.started, 3), **scalars})
         return {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "version": version,
-                "probe": {"inputs": {FLAT_INPUT: probe.tolist()}, "actions": actions.tolist()}, "atol": 1e-4}
+                "probe": {"inputs": {k: v.tolist() for k, v in probe.items()} if isinstance(probe, dict)
+                          else {FLAT_INPUT: probe.tolist()}, "actions": actions.tolist()}, "atol": 1e-4}
 
     def allocate_version(self) -> int:
         """The next version number (for an export, or a re-push of an earlier version's file)."""
@@ -267,16 +270,21 @@ class LiveLearner:
             with self._version_lock:
                 self.version = max(self.version, int(version))
 
-    def probe_observations(self) -> np.ndarray:
+    def probe_observations(self) -> np.ndarray | dict[str, np.ndarray]:
         """Observations the robot really produced (from the replay), so the parity check covers
-        the states the new policy will see; random ones before there is data."""
+        the states the new policy will see; random ones before there is data. Camera policies
+        (dict observations) get ``camera_probe_size`` of them: each frame is ~12k numbers of JSON."""
         from rlcontrol.deploy.export import random_observations
 
-        n = self.settings.probe_size
-        if len(self.replay):
-            obs = self.replay.sample(min(n, len(self.replay))).obs
-            return np.asarray(obs.detach().cpu().numpy() if hasattr(obs, "detach") else obs, dtype=np.float32)
-        return random_observations(self.spec.observation, n, self.rng, scale=1.0)
+        camera = isinstance(self.spec.observation, Mapping)
+        n = self.settings.camera_probe_size if camera else self.settings.probe_size
+        if not len(self.replay):
+            return random_observations(self.spec.observation, n, self.rng, scale=1.0)
+        obs = self.replay.sample(min(n, len(self.replay))).obs
+        if camera:  # images stay uint8, everything else becomes float32
+            return {k: _numpy(v) if _numpy(v).dtype == np.uint8 else _numpy(v).astype(np.float32)
+                    for k, v in obs.items()}
+        return np.asarray(_numpy(obs), dtype=np.float32)
 
     def _log(self, row: dict) -> None:
         append_jsonl(self.out_dir / METRICS_FILE, row, sync=False)
@@ -338,7 +346,11 @@ def _tensors(state: Mapping):
             yield value
 
 
-def _physical_actions(agent, spec, obs: np.ndarray) -> np.ndarray:
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def _physical_actions(agent, spec, obs) -> np.ndarray:
     from rlcontrol.deploy.export import torch_physical_actions
 
     return torch_physical_actions(agent, spec, obs)

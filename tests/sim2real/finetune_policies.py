@@ -59,3 +59,41 @@ def export_constant_policy(run: Path, out: Path, action: float) -> Path:
     torch.save(payload, variant / "policy.pt")
     export_run(variant, out, parity_samples=8)
     return Path(out)
+
+
+PIXEL_CONFIG = "configs/ddpg_lane_following_vae.yaml"
+
+
+def make_pixel_finetune_run(root: Path) -> Path:
+    """A fine-tunable camera run: DDPG + PER on rlc:lane-following's 64x64 front camera and its
+    speed/steering state, through a VAE encoder (an untrained one, written to root/vae.safetensors),
+    with config.yaml, policy.pt and a complete checkpoint, no training."""
+    import yaml
+
+    from rlcontrol.agents import make_agent
+    from rlcontrol.config import load_config
+    from rlcontrol.training import builders
+    from rlcontrol.training.checkpoint import CheckpointManager
+    from rlcontrol.training.loop import write_policy
+    from rlcontrol.vision.vae import VAE, VAEConfig, save_vae
+
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+    run = Path(root) / "pixel-run"
+    run.mkdir(parents=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_vae(VAE(VAEConfig(input_shape=(3, 64, 64), channels=(8, 16, 32, 32))), run / "vae.safetensors")
+    data = yaml.safe_load((repo / PIXEL_CONFIG).read_text())
+    data["agent"]["encoders"]["pixels"]["vae_path"] = str(run / "vae.safetensors")
+    data["replay"]["capacity"] = 5000
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(run / "config.yaml")
+    env = builders.make_env(config.env, config.seed, evaluation=True)
+    agent = make_agent(config, env.spec)
+    replay = builders.make_replay(config, env.spec)
+    env.close()
+    write_policy(agent, run, 0)
+    CheckpointManager(run / "checkpoints").save(0, agent.state_dict(), replay, {"env_steps": 0})
+    return run
