@@ -5,7 +5,9 @@ travelled along the lane, and the episode ends when the car leaves its lane (whe
 safety driver took over) or completes the route (250 m in the paper). Each episode drives a new
 road generated from the env's RNG (envs/road.py: curvature profile, lane width, one or two
 lanes, keep-left or keep-right, shoulders, edge and centre markings) under a new appearance
-(envs/lane_camera.py: surface colours, world-fixed ground texture, shadows, lighting).
+(envs/lane_appearance.py: surface colours, world-fixed ground texture, shadows, lighting; drawn
+by envs/lane_camera.py). Camera pose, a steering offset and the appearance family may vary too
+(envs/lane_variation.py): domain randomization in training, a different car as a stand-in.
 
 Vehicle: a kinematic bicycle model whose state is the rear-axle centre (x, y), heading and
 speed. Steering sets the front-wheel angle delta at once (the path curvature is tan(delta) / L,
@@ -37,6 +39,9 @@ rear-axle centre reaches a lane line), terminated with info["route_completed"] w
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import math
 from dataclasses import dataclass, fields
 
@@ -52,7 +57,9 @@ from envs.core import (
     normalized_to_physical,
     unscale_action,
 )
-from envs.lane_camera import CHASE_CAMERA, DRAW_AHEAD, Appearance, Camera, RoadPainter, sample_appearance
+from envs.lane_appearance import sample_appearance
+from envs.lane_camera import CHASE_CAMERA, DRAW_AHEAD, Appearance, Camera, RoadPainter
+from envs.lane_variation import LaneVariation
 from envs.road import Road, RoadConfig, generate_road
 
 ENV_ID = "rlc:lane-following"
@@ -79,25 +86,32 @@ class CarState:
 class BicycleModel:
     """Kinematic bicycle: path curvature tan(gain * steering) / wheelbase, first-order speed lag.
 
-    `steering_gain` is the front-wheel angle the car really gets per commanded radian (1: an
-    ideal steering linkage). The observation keeps reporting the commanded angle, as a real
-    car's controller knows its command, not the wheel angle; sim2real randomizes this gain.
+    The front wheels really turn by gain * commanded + offset: `steering_gain` (1: an ideal
+    linkage) and `steering_offset` (rad, 0: centred; a misaligned rack). The observation keeps
+    reporting the commanded angle, as a real car's controller knows its command, not the wheel
+    angle; sim2real randomizes the gain, a stand-in car sets the offset.
     """
 
     wheelbase: float = 2.5  # m
     speed_time_constant: float = 1.0  # s; 0 follows the set-point at once
     steering_gain: float = 1.0  # wheel angle / commanded angle
+    steering_offset: float = 0.0  # rad, wheel angle at a zero command
+
+    def wheel_angle(self, steering: float) -> float:
+        """Front-wheel angle (rad) for a commanded angle."""
+        return self.steering_gain * steering + self.steering_offset
 
     def turning_radius(self, steering: float) -> float:
-        """Radius (m) of the rear axle's circle at a fixed commanded angle: L / tan(gain * delta)."""
-        return self.wheelbase / math.tan(self.steering_gain * steering) if steering else math.inf
+        """Radius (m) of the rear axle's circle at a fixed commanded angle: L / tan(wheel angle)."""
+        wheel = self.wheel_angle(steering)
+        return self.wheelbase / math.tan(wheel) if wheel else math.inf
 
     def advance(self, car: CarState, steering: float, speed_setpoint: float, dt: float) -> CarState:
         """The state after `dt` seconds with both inputs held: exact for this model.
 
         v(t) = v_set + (v0 - v_set) exp(-t / tau), so the distance covered is
         d = v_set dt + (v0 - v_set) tau (1 - exp(-dt / tau)); the path is an arc of curvature
-        k = tan(gain * delta) / L, which turns the heading by k d and moves the car by the chord
+        k = tan(gain * delta + offset) / L, which turns the heading by k d and moves the car by the chord
         d sinc(k d / 2) in the direction heading + k d / 2.
         """
         tau = self.speed_time_constant
@@ -108,7 +122,7 @@ class BicycleModel:
         else:
             speed = speed_setpoint
             distance = speed_setpoint * dt
-        turn = math.tan(self.steering_gain * steering) / self.wheelbase * distance
+        turn = math.tan(self.wheel_angle(steering)) / self.wheelbase * distance
         chord = distance * float(np.sinc(turn / (2 * math.pi)))  # np.sinc(x) = sin(pi x) / (pi x)
         direction = car.heading + turn / 2
         return CarState(car.x + chord * math.cos(direction), car.y + chord * math.sin(direction),
@@ -128,12 +142,18 @@ class LaneFollowingEnv(Env):
       observe_lane: add the privileged "lane" and "lane_ahead" entries.
       randomize_appearance: False draws every episode with the fixed `Appearance()` (plain
         colours, no texture, shadows or lighting changes); the road itself stays random.
+      appearance_family: "training" (the task's own looks) or "stand-in" (looks outside them,
+        envs/lane_appearance.py).
       control_period, wheelbase, max_steering, max_speed, speed_time_constant: the car.
+      steering_offset: front-wheel angle (rad) added to every command by the car, unobserved.
       initial_speed: (lo, hi) range of the speed at reset (a rolling start).
       camera_height, camera_pitch, camera_fov, camera_forward: the front camera (lane_camera.Camera).
+      camera_height, camera_pitch and steering_offset also take [low, high]: drawn per episode
+      (envs/lane_variation.py).
       any `RoadConfig` field, e.g. radius=(30.0, 80.0) or two_lane_probability=1.0.
-    Seeding: one `np.random.Generator` draws the road, the appearance and the start;
-    `reset(seed)` replaces it, `reset()` continues it (a new road every episode).
+    Seeding: one `np.random.Generator` draws the road, the appearance, the start, then any ranged
+    camera pose and steering offset; `reset(seed)` replaces it, `reset()` continues it (a new road
+    every episode).
     """
 
     def __init__(
@@ -146,22 +166,28 @@ class LaneFollowingEnv(Env):
         max_steps: int = 1000,
         observe_lane: bool = False,
         randomize_appearance: bool = True,
+        appearance_family: str = "training",
         control_period: float = 0.1,
         wheelbase: float = 2.5,
         max_steering: float = 0.5,
         max_speed: float = 10.0,
         speed_time_constant: float = 1.0,
+        steering_offset: float | tuple[float, float] = 0.0,
         initial_speed: tuple[float, float] = (0.0, 3.0),
-        camera_height: float = 1.4,
-        camera_pitch: float = 12.0,
+        camera_height: float | tuple[float, float] = 1.4,
+        camera_pitch: float | tuple[float, float] = 12.0,
         camera_fov: float = 80.0,
         camera_forward: float = 1.5,
         **road_kwargs,
     ):
         self._obs_format = check_obs_format(obs_format)
-        unknown = set(road_kwargs) - {f.name for f in fields(RoadConfig)}
+        road_fields = {f.name for f in fields(RoadConfig)}
+        unknown = sorted(set(road_kwargs) - road_fields)
         if unknown:
-            raise TypeError(f"{env_id}: unknown keyword arguments {sorted(unknown)}")
+            known = [*inspect.signature(LaneFollowingEnv.__init__).parameters, *road_fields]
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{env_id}: unknown keyword arguments {unknown}{hint}")
         self.road_config = RoadConfig(**road_kwargs)
         if route_length <= 0 or int(max_steps) < 1 or control_period <= 0 or wheelbase <= 0:
             raise ValueError("route_length, max_steps, control_period and wheelbase must be positive")
@@ -173,10 +199,16 @@ class LaneFollowingEnv(Env):
         self.max_steps = int(max_steps)
         self.observe_lane = bool(observe_lane)
         self.randomize_appearance = bool(randomize_appearance)
+        self.variation = LaneVariation.check(
+            camera_height=camera_height, camera_pitch=camera_pitch, steering_offset=steering_offset,
+            appearance_family=appearance_family, max_steering=max_steering,
+            randomize_appearance=self.randomize_appearance)
         self.control_period = float(control_period)
         self.initial_speed = (float(initial_speed[0]), float(initial_speed[1]))
-        self.vehicle = BicycleModel(float(wheelbase), float(speed_time_constant))
-        self.camera = Camera(camera_height, camera_pitch, camera_fov, camera_forward)
+        height, pitch, offset = (low for low, _ in (self.variation.camera_height, self.variation.camera_pitch,
+                                                    self.variation.steering_offset))  # until the first reset
+        self.vehicle = BicycleModel(float(wheelbase), float(speed_time_constant), steering_offset=offset)
+        self.camera = Camera(height, pitch, camera_fov, camera_forward)
 
         self._low, self._high = check_action_bounds([-max_steering, 0.0], [max_steering, max_speed])
         shapes = {"speed": (1,), "steering": (1,)}
@@ -226,12 +258,14 @@ class LaneFollowingEnv(Env):
         if self.road.length < self.route_length:
             raise ValueError(f"the road is {self.road.length} m long, shorter than the {self.route_length} m route")
         if appearance is None:
-            appearance = sample_appearance(rng, self.road) if self.randomize_appearance else Appearance()
+            appearance = (sample_appearance(rng, self.road, self.variation.family) if self.randomize_appearance
+                          else Appearance())
         self.appearance = appearance
         self._painter = RoadPainter(self.road, appearance)
         if start is None:
             start = (rng.uniform(-START_OFFSET, START_OFFSET), rng.uniform(-START_HEADING, START_HEADING),
                      rng.uniform(*self.initial_speed))
+        self._vary(rng)
         lateral, heading_error, speed = (float(v) for v in start)
         x, y = self.road.point_at(0.0, lateral)
         self.car = CarState(float(x), float(y), float(self.road.heading_at(0.0)) + heading_error, speed)
@@ -240,6 +274,14 @@ class LaneFollowingEnv(Env):
         self._steps = 0
         self._needs_reset = False
         return self._observe()
+
+    def _vary(self, rng: np.random.Generator) -> None:
+        """This episode's camera pose and steering offset (no draws for fixed values)."""
+        height, pitch, offset = self.variation.draw(rng)
+        if (height, pitch) != (self.camera.height, self.camera.pitch):
+            self.camera = dataclasses.replace(self.camera, height=height, pitch=pitch)
+        if offset != self.vehicle.steering_offset:
+            self.vehicle = dataclasses.replace(self.vehicle, steering_offset=offset)
 
     def step(self, action: np.ndarray) -> StepResult:
         self._check_open()

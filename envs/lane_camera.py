@@ -14,11 +14,11 @@ beside or behind the camera projects correctly), projected and filled with cv2.f
 1/16-pixel precision with anti-aliasing. A ground plane is never self-occluding, so painting in
 layer order (shoulder, asphalt, markings) is exact. The sky fills the rows above the horizon.
 
-Appearance per episode (`sample_appearance`): surface colours, a tileable noise texture fixed
-to the world (so it moves with the scene; drawn with cv2.warpPerspective through the
-ground-to-image homography) that modulates the brightness of the ground, tree-like shadows
-(world polygons that darken whatever lies under them) and global lighting (brightness,
-contrast, colour tint: one lookup table per channel).
+An `Appearance` (drawn per episode by envs/lane_appearance.py) sets surface colours, a tileable
+texture fixed to the world (so it moves with the scene; drawn with cv2.warpPerspective through the
+ground-to-image homography) that modulates the brightness of the ground, shadows (world polygons
+that darken whatever lies under them) and global lighting (brightness, contrast, colour tint: one
+lookup table per channel).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ DRAW_AHEAD = 120.0  # m of road drawn ahead; beyond, a 3.5 m lane is under 2 pix
 SHIFT = 4  # fractional bits of the fixed-point vertices given to cv2.fillPoly
 LINE_TYPE = cv2.LINE_8
 SUPERSAMPLE = 4  # polygons are filled at this multiple (a power of 2) of the resolution, then area-averaged
-TEXTURE_SIZE = 128  # texels along each side of the tileable ground texture
 
 Rgb = tuple[int, int, int]
 
@@ -119,71 +118,6 @@ class Appearance:
         y = (x - 0.5) * self.contrast + 0.5
         table = np.stack([y * self.brightness * t for t in self.tint], axis=1)
         return np.clip(np.round(table * 255.0), 0, 255).astype(np.uint8)[None]
-
-
-_VERGES = ((75, 120, 55), (140, 135, 75), (115, 95, 70), (60, 90, 45), (220, 224, 232))  # grass, dry, dirt, ..., snow
-_CLEAR_SKY, _OVERCAST = np.array([85, 140, 215]), np.array([175, 180, 185])
-
-
-def tileable_noise(rng: np.random.Generator, size: int, grain: float) -> np.ndarray:
-    """Periodic Gaussian noise (size, size): white noise low-passed in the Fourier domain.
-
-    Two octaves (features of `grain` texels and 8x coarser) so asphalt shows both grit and
-    patches. Periodic by construction, so BORDER_WRAP tiles it without seams.
-    """
-    k = np.fft.fftfreq(size)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    white = np.fft.fft2(rng.standard_normal((size, size)))
-    fine = np.exp(-2 * (math.pi * grain) ** 2 * k2)
-    coarse = np.exp(-2 * (math.pi * grain * 8) ** 2 * k2)
-    noise = np.real(np.fft.ifft2(white * (fine + 2.0 * coarse)))
-    return ((noise - noise.mean()) / noise.std()).astype(np.float32)
-
-
-def _shadow_polygons(rng: np.random.Generator, road: Road) -> tuple[np.ndarray, ...]:
-    """Blobs (tree shadows) scattered over and beside the road, 0-8 per 100 m."""
-    count = rng.poisson(rng.uniform(0.0, 8.0) * road.length / 100.0)
-    xs = road.cross_section
-    angles = np.linspace(0.0, 2 * math.pi, 12, endpoint=False)
-    polygons = []
-    for _ in range(count):
-        centre = road.point_at(rng.uniform(0.0, road.length), rng.uniform(xs.road_right - 4.0, xs.road_left + 4.0))
-        radius = rng.uniform(1.0, 4.0)
-        ratio, tilt = rng.uniform(0.4, 1.0), rng.uniform(0.0, math.pi)
-        r = radius * rng.uniform(0.75, 1.25, angles.size)  # a ragged outline
-        local = np.stack([r * np.cos(angles), ratio * r * np.sin(angles)], axis=1)
-        rot = np.array([[math.cos(tilt), -math.sin(tilt)], [math.sin(tilt), math.cos(tilt)]])
-        polygons.append(centre + local @ rot.T)
-    return tuple(polygons)
-
-
-def sample_appearance(rng: np.random.Generator, road: Road) -> Appearance:
-    """Random colours, texture, shadows and lighting; all randomness comes from `rng`."""
-
-    def jitter(rgb, lo=0.85, hi=1.15) -> Rgb:
-        return tuple(int(np.clip(c * rng.uniform(lo, hi), 0, 255)) for c in rgb)
-
-    grey = rng.uniform(55.0, 145.0)
-    cloud = rng.uniform()  # 0 clear, 1 overcast
-    sky_top = (1 - cloud) * _CLEAR_SKY + cloud * _OVERCAST
-    grain = rng.uniform(0.7, 3.0)
-    shadowy = rng.uniform() < 0.6  # sunny enough to cast shadows
-    return Appearance(
-        asphalt=jitter((grey, grey, grey), 0.93, 1.07),
-        shoulder=jitter((140, 128, 105), 0.7, 1.15),
-        verge=jitter(_VERGES[rng.integers(len(_VERGES))]),
-        sky_top=tuple(int(c) for c in sky_top),
-        sky_horizon=tuple(int(c) for c in np.minimum(255, sky_top * rng.uniform(1.1, 1.4) + 20)),
-        texture=tileable_noise(rng, TEXTURE_SIZE, grain),
-        texel=rng.uniform(0.03, 0.08),
-        grain=grain,
-        texture_amplitude=rng.uniform(0.03, 0.2),
-        shadows=_shadow_polygons(rng, road) if shadowy else (),
-        shadow_strength=rng.uniform(0.2, 0.55) if shadowy else 0.0,
-        brightness=rng.uniform(0.6, 1.3),
-        contrast=rng.uniform(0.7, 1.3),
-        tint=tuple(float(t) for t in rng.uniform(0.9, 1.1, 3)),
-    )
 
 
 # ---------------------------------------------------------------------------- drawing

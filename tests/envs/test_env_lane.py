@@ -23,7 +23,8 @@ from envs.lane import (
     evaluate,
     random_policy,
 )
-from envs.lane_camera import Appearance, Camera, RoadPainter, clip_near, sample_appearance
+from envs.lane_appearance import sample_appearance
+from envs.lane_camera import Appearance, Camera, RoadPainter, clip_near
 from envs.road import DS, RUN_IN, CrossSection, Road, RoadConfig, generate_road, straight_road
 
 STRAIGHT = straight_road(length=400.0, lane_width=3.5)  # single lane, white edge lines, no shoulder
