@@ -231,7 +231,9 @@ class FinetuneNode(LifecycleNode):
                 (Float64, topics.REWARD, stamped("reward", lambda m: m.data)),
                 (String, topics.EPISODE, stamped("episode", lambda m: _event(m.data))),
                 (Bool, topics.ESTOP, stamped("estop", lambda m: bool(m.data))),
-                (Empty, topics.ESTOP_RESET, stamped("estop_reset", lambda m: None))]
+                (Empty, topics.ESTOP_RESET, stamped("estop_reset", lambda m: False)),
+                (Bool, topics.TAKEOVER, stamped("takeover", lambda m: bool(m.data))),
+                (Empty, topics.UNDO_EPISODE, stamped("undo", lambda m: True))]
         for name in obs_names:
             if name in self.image_checks:
                 from sensor_msgs.msg import Image
@@ -396,7 +398,8 @@ class FinetuneNode(LifecycleNode):
         with self._lock:
             r = self.recorder
             recorded = {"logged": r.logged, "interventions": r.interventions, "dropped_steps": r.dropped,
-                        "append_failures": r.append_failures, "last_append_error": r.last_error} if r else {}
+                        "append_failures": r.append_failures, "last_append_error": r.last_error,
+                        "takeovers": r.takeovers, "undone_episodes": list(r.undone)} if r else {}
         checks = self.image_checks
         if checks:
             recorded["bad_images"] = sum(c.rejected for c in checks.values())

@@ -88,7 +88,8 @@ class RecordedInputs:
     def schema(self, action_dim: int):
         from rlcontrol.replay.log_format import TransitionSchema
 
-        return TransitionSchema.for_transitions(self.obs_spec(), action_dim, intervention=True, obs_once=self.camera)
+        return TransitionSchema.for_transitions(self.obs_spec(), action_dim, intervention=True, obs_once=self.camera,
+                                                undo=True)
 
     def fits(self, observation_spec) -> bool:
         """Whether the learner's env observation spec is this (shapes and image dtypes)."""
@@ -163,8 +164,16 @@ class TransitionRecorder:
 
     ``feed(kind, payload)`` with kind one of applied_command, reward, obs (payload (name, values);
     an image component's values are its uint8 (C, H, W) frame), episode (event dict), estop (bool),
-    estop_reset. ``groups`` ({input: components}) assembles dict observations (camera policies);
-    an observations-once log gets a ``first`` record at the start of every segment."""
+    estop_reset, takeover (bool), undo. ``groups`` ({input: components}) assembles dict
+    observations (camera policies); an observations-once log gets a ``first`` record at the start
+    of every segment.
+
+    The safety driver, as in Learning to Drive in a Day: ``takeover`` true ends the episode where
+    the driver took control (the policy's last step is labelled terminated, whatever
+    ``intervention_label`` says for e-stops: the driver judged the state a failure), the steps
+    while the driver drives are interventions, never learned from, and ``takeover`` false hands
+    control back (a new episode starts). ``undo`` withdraws the last episode that ended: an undo
+    record in the log (log_format.undo_record), which the learner's replay feeder acts on."""
 
     def __init__(self, log, obs_names: Sequence[str], action_low: np.ndarray, action_high: np.ndarray, *,
                  intervention_label: str = "terminated", logger=None,
@@ -181,7 +190,10 @@ class TransitionRecorder:
         self.episode_base = time.time_ns() // 1000
         self.intervening = False  # the safety layer, not the policy, commands the steps now
         self._estop_latched = False
-        self.logged = self.interventions = self.append_failures = 0
+        self._driver = False  # the safety driver has control (takeover)
+        self.logged = self.interventions = self.append_failures = self.takeovers = 0
+        self.undone: list[int] = []  # episodes withdrawn, in order
+        self.last_ended: int | None = None  # the last episode whose end was logged (what undo withdraws)
         self.last_error = ""
         self._segment, self._step = None, 0
 
@@ -197,19 +209,54 @@ class TransitionRecorder:
                           else np.asarray(value, np.float64))
         elif kind == "episode":
             a.episode(payload)
-            if payload.get("event") == "start" and not self._estop_latched:
+            if payload.get("event") == "start" and not self._estop_latched and not self._driver:
                 self.intervening = False  # a new episode under the policy
-        elif kind == "estop":
+        elif kind in ("estop", "estop_reset", "takeover"):
+            self._safety(kind, payload)
+        self._drain()
+        if kind == "undo":
+            self.undo_last_episode()
+
+    def _safety(self, kind: str, payload) -> None:
+        """E-stops (latched until a reset) and the safety driver's takeovers (until released): the
+        policy's last step ends its episode, the steps in between are interventions."""
+        a = self.assembler
+        if kind == "estop":
             if payload and not self.intervening:
                 a.interrupt(terminated=self.terminal_interventions)
                 self.intervening = True
             self._estop_latched = self._estop_latched or bool(payload)  # latched, as the policy node does
         elif kind == "estop_reset":
             self._estop_latched = False
-            if self.intervening:  # the policy is back in control: its steps start a new segment
-                a.cut()
-                self.intervening = False
-        self._drain()
+        elif payload and not self._driver:  # takeover: the driver judged the state a failure
+            self._driver = True
+            self.takeovers += 1
+            if not self.intervening:
+                a.interrupt(terminated=True)
+                self.intervening = True
+        elif not payload:
+            self._driver = False
+        if kind != "estop" and self.intervening and not self._estop_latched and not self._driver:
+            a.cut()  # the policy is back in control: its steps start a new segment
+            self.intervening = False
+
+    def undo_last_episode(self) -> int | None:
+        """Append the undo record of the last episode that ended; its id, or None (nothing to undo,
+        or the append failed: counted and logged as any failed append)."""
+        from rlcontrol.replay.log_format import undo_record
+
+        episode = self.last_ended
+        if episode is None:
+            if self.logger is not None:
+                self.logger.warning("undo: no ended episode to withdraw (one undo per episode)")
+            return None
+        if not self.append(undo_record(self.log.schema, episode), counted=False):
+            return None
+        self.last_ended = None
+        self.undone.append(episode)
+        if self.logger is not None:
+            self.logger.info(f"undo: episode {episode} withdrawn from the learner's replay")
+        return episode
 
     def _drain(self) -> None:
         from ros_nodes.bag_tools import normalize_actions
@@ -234,7 +281,8 @@ class TransitionRecorder:
                                  "terminated": False, "truncated": False, "intervention": False, "first": True,
                                  "episode": episode, "step": -1}, counted=False)
                 del record["obs"]
-            self.append(record)
+            if self.append(record) and (t.terminated or t.truncated):
+                self.last_ended = episode
 
     def append(self, record: dict, *, counted: bool = True) -> bool:
         from rlcontrol.replay.log_format import TransitionLogError

@@ -18,6 +18,12 @@ mapped in without code changes.
                        "steps": int, "return": float, "terminated": bool, "truncated": bool}
     /estop             std_msgs/Bool               true = stop now; latched by the policy node
     /estop/reset       std_msgs/Empty              clears a latched e-stop
+    /safety_driver/takeover std_msgs/Bool          true = the safety driver has control (the policy
+                       node sends the safe command, the episode ends there and live fine-tuning
+                       labels the policy's last step a termination); false = control back to the
+                       policy (a new episode). Not latched: the driver releases it explicitly
+    /finetune/undo_episode std_msgs/Empty          withdraw the last ended episode from the learner's
+                       replay (recorded in the transition log as an undo record)
     /diagnostics       diagnostic_msgs/DiagnosticArray
     /policy/update     std_msgs/String             JSON request to hot-swap the policy node's weights:
                        {"path": absolute .onnx path, "sha256": hex, "version": int (> running),
@@ -45,6 +51,8 @@ REWARD = "/robot/reward"
 EPISODE = "/robot/episode"
 ESTOP = "/estop"
 ESTOP_RESET = "/estop/reset"
+TAKEOVER = "/safety_driver/takeover"
+UNDO_EPISODE = "/finetune/undo_episode"
 DIAGNOSTICS = "/diagnostics"
 POLICY_UPDATE = "/policy/update"
 POLICY_UNDO = "/policy/undo"

@@ -166,6 +166,7 @@ class LiveLearner:
             self.sampler = MixedSampler(self.replay, sim_replay, self.settings.sim_replay_ratio)
         self.rng = np.random.default_rng(self.settings.seed + self.version)
         self.feeder = None  # made once the log exists (the node creates it on its first transition)
+        self.undone: set[int] = set()  # episodes withdrawn from the replay (undo records in the log)
         self.last_metrics: dict = {}
         self.session_updates = 0
         self.started = time.monotonic()
@@ -178,13 +179,33 @@ class LiveLearner:
 
         if self.feeder is None and self.log_dir.is_dir() and list_segments(self.log_dir):
             self.feeder = ReplayFeeder(self.log_dir, self.replay, n_step=self.config.replay.n_step,
-                                       gamma=self.config.agent.gamma, skip_interventions=True)
+                                       gamma=self.config.agent.gamma, skip_interventions=True, excluded=self.undone)
         return self.feeder is not None
+
+    def _drop_undone_episodes(self) -> None:
+        """An operator withdrew episodes ("undo last episode"): rebuild the replay from the whole
+        log without them, as a restarted learner would (prioritized replay restarts its priorities
+        at the maximum). Rare and human-paced, so a rebuild beats row surgery in four replay kinds."""
+        from rlcontrol.replay.mixed import MixedSampler
+        from rlcontrol.training import builders
+
+        self.undone |= self.feeder.undone
+        self.replay = builders.make_replay(self.config, self.spec)
+        if isinstance(self.sampler, MixedSampler):
+            self.sampler = MixedSampler(self.replay, self.sampler.offline, self.sampler.ratio)
+        else:
+            self.sampler = self.replay
+        self.feeder = None
+        self._open_feeder()
+        self.feeder.poll()
+        self._log({"event": "undo", "episodes": sorted(self.undone), "replay": len(self.replay),
+                   "transitions": self.transitions, "updates": self.updates})
 
     @property
     def transitions(self) -> int:
-        """Policy transitions taken from the log so far (interventions excluded)."""
-        return 0 if self.feeder is None else self.feeder.records - self.feeder.skipped
+        """Policy transitions taken from the log so far (interventions and withdrawn episodes excluded)."""
+        f = self.feeder
+        return 0 if f is None else f.records - f.skipped - f.left_out - f.undos
 
     def allowed_updates(self) -> int:
         """Updates the replay ratio allows now, in this session (a resumed learner starts counting again)."""
@@ -206,6 +227,8 @@ class LiveLearner:
         if not self._open_feeder():
             return None
         self.feeder.poll()
+        if self.feeder.undone - self.undone:
+            self._drop_undone_episodes()
         todo = min(self.settings.chunk, self.allowed_updates())
         prioritized = self.config.replay.prioritized
         for _ in range(todo):

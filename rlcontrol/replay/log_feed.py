@@ -10,6 +10,11 @@ one shows whether its episode goes on (same ``episode``, ``step + 1``); when it 
 learner crashed mid-episode, records were skipped, an intervention was dropped) the held record
 is fed as truncated: its windows stop there and bootstrap from its ``next_obs``, exact for the
 steps they hold, and no window ever spans a gap.
+
+Undo records (an operator withdrew an episode, ``log_format.undo_record``) are collected in
+``undone``; the records of ``excluded`` episodes are left out. A feeder cannot take rows back out
+of a replay, so the owner of the replay rebuilds it when ``undone`` grows (sim2real.finetune
+does: a new replay fed from the whole log with ``excluded=undone``).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class ReplayFeeder:
     """
 
     def __init__(self, log: LogReader | str | os.PathLike, replay: ReplayBuffer, *, n_step: int = 1,
-                 gamma: float = 0.99, skip_interventions: bool = False) -> None:
+                 gamma: float = 0.99, skip_interventions: bool = False, excluded: set[int] | None = None) -> None:
         self.reader = log if isinstance(log, LogReader) else LogReader(log)
         self.replay = replay
         self.skip_interventions = skip_interventions
@@ -58,6 +63,10 @@ class ReplayFeeder:
         self.added = 0  # n-step transitions added to the replay
         self.cuts = 0  # episodes cut without an end flag (gaps, dropped interventions, flush)
         self.skipped = 0  # intervention records left out
+        self.excluded = set(excluded or ())  # episodes whose records are left out
+        self.undone: set[int] = set()  # episodes withdrawn by undo records read so far
+        self.left_out = 0  # records of excluded episodes
+        self.undos = 0  # undo records read
 
     def poll(self, max_records: int | None = None) -> int:
         """Read what was appended since the last call into the replay; returns transitions added."""
@@ -82,6 +91,13 @@ class ReplayFeeder:
 
     def _take(self, record: LogRecord) -> None:
         held = self._held
+        if record.undo:
+            self.undone.add(record.episode)
+            self.undos += 1
+            return
+        if record.episode in self.excluded:
+            self.left_out += 1
+            return
         if self.skip_interventions and record.intervention:
             self.skipped += 1
             self.flush()

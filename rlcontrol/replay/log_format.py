@@ -75,9 +75,10 @@ class LogField:
 
 _FLAGS = ("terminated", "truncated")
 _FIXED = {"action": "float32", "reward": "float32", "terminated": "bool", "truncated": "bool",
-          "intervention": "bool", "first": "bool", "episode": "int64", "step": "int64", "time": "float64"}
-_OPTIONAL = ("intervention", "first")
-_DEFAULTS = {"intervention": False, "first": False}  # (and "time": now)
+          "intervention": "bool", "first": "bool", "undo": "bool", "episode": "int64", "step": "int64",
+          "time": "float64"}
+_OPTIONAL = ("intervention", "first", "undo")
+_DEFAULTS = {"intervention": False, "first": False, "undo": False}  # (and "time": now)
 
 
 def _obs_field(name: str, spec: Any) -> LogField:
@@ -132,11 +133,12 @@ class TransitionSchema:
 
     @classmethod
     def for_transitions(cls, obs_spec: Any, action_dim: int, *, intervention: bool = True,
-                        obs_once: bool = False) -> TransitionSchema:
+                        obs_once: bool = False, undo: bool = False) -> TransitionSchema:
         """``obs_spec``: a shape (float32), an object with ``.shape``/``.dtype`` (``envs.core.ArraySpec``,
         an array; the dtype is kept: uint8 camera images stay uint8), or a dict part name -> either.
         ``obs_once``: each observation (camera frames included) is stored once, as the next_obs of the
-        record that led to it; a ``first`` record holds an episode's initial observation."""
+        record that led to it; a ``first`` record holds an episode's initial observation. ``undo``:
+        an ``undo`` field, whose records withdraw an earlier episode (:func:`undo_record`)."""
         fields = [*(() if obs_once else _obs_fields("obs", obs_spec)), LogField("action", "float32", (int(action_dim),)),
                   LogField("reward", "float32"), *_obs_fields("next_obs", obs_spec),
                   LogField("terminated", "bool"), LogField("truncated", "bool")]
@@ -144,6 +146,8 @@ class TransitionSchema:
             fields.append(LogField("intervention", "bool"))
         if obs_once:
             fields.append(LogField("first", "bool"))
+        if undo:
+            fields.append(LogField("undo", "bool"))
         fields += [LogField("episode", "int64"), LogField("step", "int64"), LogField("time", "float64")]
         return cls(tuple(fields))
 
@@ -159,6 +163,10 @@ class TransitionSchema:
     @property
     def has_intervention(self) -> bool:
         return "intervention" in self.by_name
+
+    @property
+    def has_undo(self) -> bool:
+        return "undo" in self.by_name
 
     @property
     def obs_once(self) -> bool:
@@ -225,6 +233,7 @@ class LogRecord:
     step: int
     time: float
     first: bool = False  # an observations-once log's episode start: next_obs is the initial observation
+    undo: bool = False  # not a transition: episode ``episode`` is withdrawn (undo_record)
 
 
 class RecordCodec:
@@ -306,6 +315,7 @@ class RecordCodec:
         parts = self.schema.obs_parts
         intervention = columns.get("intervention", np.zeros(len(rows), bool))
         first = columns.get("first", np.zeros(len(rows), bool))
+        undo = columns.get("undo", np.zeros(len(rows), bool))
 
         def obs(prefix: str, i: int) -> Any:
             if prefix == "obs" and self.schema.obs_once:
@@ -318,8 +328,29 @@ class RecordCodec:
                           reward=float(columns["reward"][i]), next_obs=obs("next_obs", i),
                           terminated=bool(columns["terminated"][i]), truncated=bool(columns["truncated"][i]),
                           intervention=bool(intervention[i]), episode=int(columns["episode"][i]),
-                          step=int(columns["step"][i]), time=float(columns["time"][i]), first=bool(first[i]))
+                          step=int(columns["step"][i]), time=float(columns["time"][i]), first=bool(first[i]),
+                          undo=bool(undo[i]))
                 for i in range(len(rows))]
+
+
+def undo_record(schema: TransitionSchema, episode: int) -> dict[str, Any]:
+    """The record that withdraws ``episode`` (an operator's "undo last episode"): ``undo`` set, the
+    episode's id, every other field zero. Readers pass it on; the replay feeder drops the episode."""
+    if not schema.has_undo:
+        raise ValueError("this log has no undo field (it was created before undo records existed)")
+    values: dict[str, Any] = {}
+    for f in schema.fields:
+        values[f.name] = np.zeros(f.shape, f.numpy_dtype)
+    values.update(undo=True, episode=episode, step=-2, time=time.time())
+    record: dict[str, Any] = {}
+    for prefix in ("obs", "next_obs"):
+        if None in schema.obs_parts:
+            if prefix in values:
+                record[prefix] = values.pop(prefix)
+        elif any(name.startswith(prefix + "/") for name in values):
+            record[prefix] = {name.split("/", 1)[1]: values.pop(name) for name in list(values)
+                              if name.startswith(prefix + "/")}
+    return record | values
 
 
 class ObservationJoiner:
@@ -335,6 +366,9 @@ class ObservationJoiner:
     def join(self, records: list[LogRecord]) -> list[LogRecord]:
         out = []
         for record in records:
+            if record.undo:  # not a step: passed on, the chain of observations goes around it
+                out.append(record)
+                continue
             last = self._last
             if not record.first:
                 if last is not None and last[0] == record.episode and last[1] == record.step - 1:

@@ -144,3 +144,25 @@ def test_disk_full_keeps_every_earlier_frame(tiny_filesystem):
     with read_log(tiny_filesystem / "log") as reader:
         got = list(reader)
     assert written > 10 and len(got) == written and [r.step for r in got] == list(range(written))
+
+
+def test_an_undo_record_passes_through_without_breaking_the_chain(tmp_path):
+    from rlcontrol.replay.log_format import undo_record
+
+    once = TransitionSchema.for_transitions(SPEC, 2, obs_once=True, undo=True)
+    stream = [r for _, r in episodes([3, 3])]
+    with TransitionLog.open(tmp_path, once, fsync="none") as log:
+        for i, record in enumerate(stream):
+            log.append(record)
+            if i == 5:  # episode 0 ended (first + 3 steps), episode 1 begun: the operator undoes episode 0
+                log.append(undo_record(once, 0))
+    with read_log(tmp_path) as reader:
+        got = list(reader)
+        assert reader.report.unjoined == 0
+    assert [(r.episode, r.step, r.undo) for r in got] == [(0, 0, False), (0, 1, False), (0, 2, False), (1, 0, False),
+                                                          (0, -2, True), (1, 1, False), (1, 2, False)]
+    replay = replay_for_log(once, 20)
+    feeder = load_replay(tmp_path, replay, n_step=1, gamma=0.9)
+    assert feeder.undone == {0} and feeder.added == 6  # the feeder reports it; its owner rebuilds without it
+    with pytest.raises(ValueError, match="no undo field"):
+        undo_record(TransitionSchema.for_transitions(SPEC, 2), 0)
