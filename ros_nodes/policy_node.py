@@ -74,7 +74,7 @@ from ros_nodes.observation_map import (
     build_sources,
     is_image_input,
 )
-from ros_nodes.safety import EStopLatch, GcGuard, LatencyStats, SafetyLayer, TickStats
+from ros_nodes.safety import DriverTakeover, EStopLatch, GcGuard, LatencyStats, SafetyLayer, TickStats
 
 MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist,
                "Image": Image}
@@ -114,6 +114,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("twist_slots", [""])  # Twist output: slot per action, e.g. linear.x
         self.declare_parameter("estop_topic", topics.ESTOP)
         self.declare_parameter("estop_reset_topic", topics.ESTOP_RESET)
+        self.declare_parameter("takeover_topic", topics.TAKEOVER)
         self.declare_parameter("diagnostics_period_s", 1.0)
         self.declare_parameter("update_topic", topics.POLICY_UPDATE)
         self.declare_parameter("undo_topic", topics.POLICY_UNDO)
@@ -198,6 +199,7 @@ class PolicyNode(LifecycleNode):
                                   max_delta=max_delta if max_delta.size == meta.action_dim and max_delta.any() else None,
                                   obs_timeout_s=p["obs_timeout_s"], required=[s.topic for s in self.sources])
         self.safety.estop = self.estop  # one latch, alive since startup (see _start_estop_path)
+        self.safety.takeover = self.takeover  # likewise the safety driver's control
         self.exploration = ActionNoise(low, high, float(p["exploration_std"]), int(p["exploration_seed"]))
         self._make_output(p, meta.action_dim)
         self._make_inputs(p)
@@ -285,7 +287,7 @@ class PolicyNode(LifecycleNode):
     def _params(self) -> dict:
         names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
                  "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
-                 "estop_reset_topic", "diagnostics_period_s", "realtime_priority", "trigger", "update_topic",
+                 "estop_reset_topic", "takeover_topic", "diagnostics_period_s", "realtime_priority", "trigger", "update_topic",
                  "undo_topic", "status_topic", "exploration_std", "exploration_seed")
         return {n: self.get_parameter(n).value for n in names}
 
@@ -571,11 +573,13 @@ class PolicyNode(LifecycleNode):
         (sensors, diagnostics, lifecycle services) can delay it. Its topics are read at startup,
         and the latch exists from construction: an e-stop pressed before configure still holds."""
         self.estop = EStopLatch()
+        self.takeover = DriverTakeover()
         self._estop_node = rclpy.create_node(f"{self.get_name()}_estop", context=self.context)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._estop_node.create_subscription(Bool, self.get_parameter("estop_topic").value, self._on_estop, qos)
         self._estop_node.create_subscription(Empty, self.get_parameter("estop_reset_topic").value,
                                              self._on_estop_reset, qos)
+        self._estop_node.create_subscription(Bool, self.get_parameter("takeover_topic").value, self._on_takeover, qos)
         self._estop_executor = EventsExecutor(context=self.context)
         self._estop_executor.add_node(self._estop_node)
         self._estop_thread = threading.Thread(target=self._spin_estop, name="estop", daemon=True)
@@ -606,6 +610,15 @@ class PolicyNode(LifecycleNode):
                 if self.policy is not None and self._loop is not None:
                     self._publish(self.safety.safe_command)  # now, not at the next tick
             self.get_logger().warning("e-stop: latched; publish on the reset topic to clear it")
+
+    def _on_takeover(self, msg: Bool) -> None:
+        with self._publish_lock:  # as the e-stop: no tick decided before it publishes after it
+            taken = msg.data and not self.takeover.active
+            self.takeover.set(msg.data)
+            if taken and self.policy is not None and self._loop is not None:
+                self._publish(self.safety.safe_command)
+        if taken:
+            self.get_logger().warning("safety driver took over: safe command until released")
 
     def _on_estop_reset(self, msg: Empty) -> None:
         self.estop.reset()
@@ -652,7 +665,7 @@ class PolicyNode(LifecycleNode):
         # ticks, and a tick that started after a swap holds the new policy (see _reap_retired).
         policy = self.policy
         action, obs_finite, obs_time = None, True, 0.0
-        if not self.safety.estop.active and not self.safety.stale(start):
+        if not self.safety.estop.active and not self.safety.takeover.active and not self.safety.stale(start):
             try:
                 with self._obs_lock:
                     obs_time = self._newest_obs
@@ -705,14 +718,15 @@ class PolicyNode(LifecycleNode):
         status = DiagnosticStatus(name="rlcontrol policy_node", hardware_id=self.policy.sha256[:16])
         status.level = (DiagnosticStatus.ERROR if self.safety.estop.active else
                         DiagnosticStatus.WARN if c.get("stale", 0) else DiagnosticStatus.OK)
-        status.message = "e-stop latched" if self.safety.estop.active else "running"
+        status.message = ("e-stop latched" if self.safety.estop.active else
+                          "safety driver in control" if self.safety.takeover.active else "running")
         missed = self._missed_total / max(1, self._ticks_total + self._missed_total)
         values = {"loop_rate_hz": self.ticks.rate_hz(), "missed_tick_fraction": missed,
                   "missed_ticks": self._missed_total,
                   **{f"latency_{k}": v for k, v in lat.items()},
                   **{f"obs_to_command_{k}": v for k, v in self.obs_latency.summary().items()}, **c, "rejected_messages": self.rejected,
                   **{f"gc_{k}": v for k, v in self.gc.stats().items()}, **self._update_diagnostics(),
-                  "exploration_std": self.exploration.std}
+                  "exploration_std": self.exploration.std, "driver_takeovers": self.safety.takeover.takeovers}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

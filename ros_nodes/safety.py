@@ -9,6 +9,7 @@ the parts it combines are usable separately:
     NonFiniteGuard  NaN/inf observation or policy output -> safe command
     Watchdog        required inputs that went quiet -> safe command
     EStopLatch      e-stop that only an explicit reset clears
+    DriverTakeover  a safety driver's takeover: the safe command while the driver has control
     LatencyStats, TickStats, GcGuard   timing diagnostics and GC pauses of the control loop
 
 All times are seconds from one monotonic clock chosen by the caller (passed in explicitly, so
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 # Highest priority first: the first that applies is the reason a tick's command was replaced.
-REASONS = ("estop", "stale", "nonfinite_obs", "nonfinite_action", "ok")
+REASONS = ("estop", "takeover", "stale", "nonfinite_obs", "nonfinite_action", "ok")
 
 
 def _vector(name: str, values, size: int | None = None) -> np.ndarray:
@@ -209,10 +210,25 @@ class EStopLatch:
         self.active = False
 
 
+class DriverTakeover:
+    """The safety driver's control (Learning to Drive in a Day): while `active`, the policy's
+    commands are replaced by the safe command. Not latched, unlike the e-stop: the driver hands
+    control back explicitly (`set(False)`); `takeovers` counts the times the driver took it."""
+
+    def __init__(self):
+        self.active = False
+        self.takeovers = 0
+
+    def set(self, driver_has_control: bool) -> None:
+        if driver_has_control and not self.active:
+            self.takeovers += 1
+        self.active = bool(driver_has_control)
+
+
 class SafetyLayer:
     """Every tick's command decision: the policy's action made safe, or the safe command.
 
-    Reasons, highest priority first: estop > stale > nonfinite_obs > nonfinite_action > ok.
+    Reasons, highest priority first: estop > takeover > stale > nonfinite_obs > nonfinite_action > ok.
     On "ok" the action is clamped to [low, high] and then rate limited (the result stays in
     bounds because the last sent command is); otherwise the safe command is sent as is, at
     once (a stop is never ramped), and rate limiting continues from it.
@@ -245,6 +261,7 @@ class SafetyLayer:
             self.rate_limiter.sent(safe)
         self.watchdog = Watchdog(obs_timeout_s, required)
         self.estop = EStopLatch()
+        self.takeover = DriverTakeover()
         self.counters = dict.fromkeys(("ticks", *REASONS, "stale_trips", "clamped", "rate_limited"), 0)
         self.stale_names: tuple[str, ...] = ()
         self._out = np.empty(size)
@@ -273,6 +290,8 @@ class SafetyLayer:
         counters["stale_trips"] = self.watchdog.trips
         if self.estop.active:
             reason = "estop"
+        elif self.takeover.active:
+            reason = "takeover"
         elif self.stale_names:
             reason = "stale"
         else:

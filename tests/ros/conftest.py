@@ -131,6 +131,7 @@ class Operator:
                          for name in obs_sizes}
         self.estop_pub = self.node.create_publisher(Bool, topics.ESTOP, 10)
         self.reset_pub = self.node.create_publisher(Empty, topics.ESTOP_RESET, 10)
+        self.takeover_pub = self.node.create_publisher(Bool, topics.TAKEOVER, 10)
         self._msg = {"Bool": Bool, "Empty": Empty, "Float64MultiArray": Float64MultiArray}
         self.change_clients = {POLICY_NODE: self.node.create_client(ChangeState, f"/{POLICY_NODE}/change_state")}
         self.state_client = self.node.create_client(GetState, f"/{POLICY_NODE}/get_state")
@@ -160,6 +161,12 @@ class Operator:
 
     def estop_reset(self) -> None:
         self.reset_pub.publish(self._msg["Empty"]())
+
+    def takeover(self, driver_has_control: bool) -> float:
+        """Publishes on /safety_driver/takeover; returns the time just before publishing."""
+        t = time.monotonic()
+        self.takeover_pub.publish(self._msg["Bool"](data=driver_has_control))
+        return t
 
     # ------------------------------------------------------------------ spinning
 

@@ -178,6 +178,31 @@ def test_estop_latches_until_reset(cartpole_policy, start_policy_node, operator,
     assert proc.poll() is None and "e-stop: latched" in text and "DeprecationWarning" not in text, text[-2000:]
 
 
+def test_the_safety_driver_gets_the_safe_command_until_handing_back(cartpole_policy, start_policy_node, operator,
+                                                                    reference_obs):
+    obs, action = reference_obs[0]
+    proc, log = start_policy_node(cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5,
+                                  diagnostics_period_s=0.2)
+    operator.obs = obs
+    _bring_up(operator)
+    assert operator.spin_until(lambda: _following(operator, action)), log.read_text()
+    operator.drain()
+    taken = operator.takeover(True)
+    safe_at = _first_safe_after(operator, taken)
+    assert safe_at - taken <= PERIOD + SLACK_S, safe_at - taken
+    operator.spin_for(0.5)
+    held = operator.commands_since(safe_at)
+    assert len(held) >= 30 and all(c == SAFE for c in held), held[-5:]
+    seen = len(operator.diagnostics)
+    d = operator.latest_diagnostics(after=seen)
+    assert int(d["takeover"]) > 0 and d["driver_takeovers"] == "1" and int(d["estop"]) == 0, d
+    released = time.monotonic()
+    operator.takeover(False)  # not latched: the driver's release alone hands control back
+    assert operator.spin_until(lambda: _following(operator, action), timeout=5.0), operator.commands[-5:]
+    assert all(c == SAFE or _close(c, action) for c in operator.commands_since(released))
+    assert proc.poll() is None and "safety driver took over" in log.read_text()
+
+
 def test_a_slow_callback_starves_neither_the_ticks_nor_the_estop(cartpole_policy, start_policy_node, operator,
                                                                   reference_obs):
     """The main executor spends nearly all its time in 1 s callbacks (the fault-injection

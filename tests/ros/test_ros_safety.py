@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ros_nodes.safety import (
+    REASONS,
     Clamp,
     EStopLatch,
     GcGuard,
@@ -276,6 +277,23 @@ def test_layer_counts_stale_trips_even_under_estop_and_reasons_sum_to_ticks():
     c = layer.counters
     assert (c["ticks"], c["ok"], c["estop"], c["stale"], c["stale_trips"]) == (3, 1, 2, 0, 1)
     assert sum(c[r] for r in ("ok", "estop", "stale", "nonfinite_obs", "nonfinite_action")) == c["ticks"]
+
+
+def test_a_driver_takeover_gives_the_safe_command_until_released_below_the_estop():
+    layer = make_layer()
+    layer.feed("obs", 0.0)
+    assert layer.command(np.array([0.5, 0.5]), 0.0, True)[1] == "ok"
+    layer.takeover.set(True)
+    layer.takeover.set(True)  # the driver's topic repeating itself is not a new takeover
+    command, reason = layer.command(np.array([0.5, 0.5]), 0.01, True)
+    assert reason == "takeover" and (command == layer.safe_command).all() and layer.takeover.takeovers == 1
+    layer.estop.trip()
+    assert layer.command(np.array([0.5, 0.5]), 0.02, True)[1] == "estop"
+    layer.estop.reset()
+    layer.takeover.set(False)
+    assert layer.command(np.array([0.5, 0.5]), 0.03, True)[1] == "ok"
+    c = layer.counters
+    assert (c["takeover"], c["estop"], c["ok"]) == (1, 1, 2) and sum(c[r] for r in REASONS) == c["ticks"]
 
 
 def test_layer_rejects_wrong_action_shape():
