@@ -68,6 +68,7 @@ def make_pixel_finetune_run(root: Path) -> Path:
     """A fine-tunable camera run: DDPG + PER on rlc:lane-following's 64x64 front camera and its
     speed/steering state, through a VAE encoder (an untrained one, written to root/vae.safetensors),
     with config.yaml, policy.pt and a complete checkpoint, no training."""
+    import torch
     import yaml
 
     from rlcontrol.agents import make_agent
@@ -76,8 +77,6 @@ def make_pixel_finetune_run(root: Path) -> Path:
     from rlcontrol.training.checkpoint import CheckpointManager
     from rlcontrol.training.loop import write_policy
     from rlcontrol.vision.vae import VAE, VAEConfig, save_vae
-
-    import torch
 
     repo = Path(__file__).resolve().parents[2]
     run = Path(root) / "pixel-run"

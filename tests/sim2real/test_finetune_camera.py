@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from finetune_policies import make_pixel_finetune_run
 
 import envs
 from envs.core import scale_action
-from finetune_policies import make_pixel_finetune_run
 from rlcontrol.replay.transition_log import TransitionLog, read_log
 from sim2real.finetune import FinetuneSettings, LiveLearner
 

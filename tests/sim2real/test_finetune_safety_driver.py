@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from finetune_policies import make_finetune_run
 
 import envs
-from finetune_policies import make_finetune_run
 from rlcontrol.replay.transition_log import TransitionLog, read_log
 from sim2real.finetune import FinetuneSettings, LiveLearner
 
 pytest.importorskip("rclpy")
 
-from ros_nodes.finetune_recording import RecordedInputs, TransitionRecorder  # noqa: E402
 from test_finetune import robot_messages  # noqa: E402
+
+from ros_nodes.finetune_recording import RecordedInputs, TransitionRecorder  # noqa: E402
 
 
 @pytest.fixture
