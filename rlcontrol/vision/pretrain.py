@@ -223,7 +223,8 @@ def pretrain_vae(env_id: str, frames: int, out: str | os.PathLike, *, pixel_size
     model, history = train_vae(data, config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
     trained = time.perf_counter()
     extra = {"env_id": env_id, "pixel_size": pixel_size, "frames": int(len(data)), "seed": seed, "epochs": epochs,
-             "batch_size": batch_size, "lr": lr, "final_loss": history["loss"][-1]}
+             "batch_size": batch_size, "lr": lr, "final_loss": history["loss"][-1],
+             "env_kwargs": dict(env_kwargs or {})}
     save_vae(model, out, preprocessing=preprocessing, extra=extra)
     save_reconstruction_grid(model, data, png)
     return {

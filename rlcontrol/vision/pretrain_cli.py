@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default 1)")
     p.add_argument("--max-episode-steps", type=_at_least(1), default=None,
                    help="cut random episodes after this many steps (more, shorter episodes)")
+    p.add_argument("--env-kwargs", default="{}",
+                   help="task keywords as a JSON object, e.g. the camera pose ranges of a domain-randomized "
+                        "run or a stand-in's env_kwargs: the frames the encoder will meet")
     p.add_argument("--crop-top", type=_at_least(0.0, float), default=0.0,
                    help="fraction of rows to drop at the top (e.g. sky), then resize back to --pixel-size")
     p.add_argument("--grayscale", action="store_true", help="train on grayscale frames")
@@ -77,7 +80,14 @@ def run(args: argparse.Namespace) -> dict:
                                            out_size=(args.pixel_size, args.pixel_size))
     except ValueError as error:
         raise UserError(str(error)) from None
-    env_kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as error:
+        raise UserError(f"--env-kwargs is not JSON: {error}") from None
+    if not isinstance(env_kwargs, dict):
+        raise UserError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    if args.max_episode_steps is not None:
+        env_kwargs["max_episode_steps"] = args.max_episode_steps
     summary = pretrain_vae(args.env, args.frames, args.out, pixel_size=args.pixel_size,
                            latent_dim=args.latent_dim, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, beta=args.beta, seed=args.seed, threads=args.threads,

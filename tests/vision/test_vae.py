@@ -297,3 +297,22 @@ def test_rlcontrol_pretrain_vae_command(tmp_path, capsys) -> None:
     assert rlcontrol_main(["pretrain-vae", "--env", "dmc:cartpole-swingup", "--frames", "16", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rlcontrol: error: ") and "--force" in err[0]
+
+
+def test_pretrain_vae_frames_come_from_the_task_keywords_given(tmp_path, capsys) -> None:
+    """--env-kwargs: the frames of the camera the encoder will meet (a stand-in's, a randomized
+    run's); recorded in the file's header. Bad JSON or a bad keyword is one error line."""
+    from rlcontrol.cli import main as rlcontrol_main
+    from rlcontrol.vision.vae import read_vae_metadata
+
+    out = tmp_path / "vae.safetensors"
+    kwargs = '{"camera_pitch": 18.0, "appearance_family": "stand-in"}'
+    assert rlcontrol_main(["pretrain-vae", "--env", "rlc:lane-following", "--frames", "16", "--out", str(out),
+                           "--pixel-size", "32", "--epochs", "1", "--batch-size", "8", "--env-kwargs", kwargs]) == 0
+    assert read_vae_metadata(out)["extra"]["env_kwargs"] == {"camera_pitch": 18.0, "appearance_family": "stand-in"}
+    capsys.readouterr()
+    for bad in ("{not json", '["camera_pitch"]', '{"camera_pich": 18}'):
+        assert rlcontrol_main(["pretrain-vae", "--env", "rlc:lane-following", "--frames", "16", "--out",
+                               str(tmp_path / "b.safetensors"), "--env-kwargs", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("rlcontrol: error: "), err
