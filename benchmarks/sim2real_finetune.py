@@ -6,13 +6,17 @@ not trained on, and four ways of dealing with the gap are measured on the same s
     # the sample-efficient arm: SAC sim policy, fine-tuned at 2 updates per robot transition
     python -m benchmarks.sim2real_finetune --agent sac --updates-per-transition 2 --finetune-s 240 --rtf 4 \
         --exploration-std 0.2
+    # the locomotion stand-in: SAC on walker-stand, every arm SAC, 30 robot minutes at 2x real time
+    python -m benchmarks.sim2real_finetune --task walker --updates-per-transition 2 --control-loop-baseline-s 120
     # the table for docs/benchmarks.md (no training)
     python -m benchmarks.sim2real_finetune --compare benchmarks/results/sim2real_finetune.json \
         benchmarks/results/sim2real_finetune_sac.json
 
-The stand-in is the simulated robot node (ros_nodes/sim_robot.py) with hidden physics: a motor 5x
-weaker (actuator_gain 0.2) and a cart and pole twice as heavy (mass 2.0) as the model, on
-dmc:cartpole-balance. Steps (each reuses its result if it is already in --out):
+--task picks a profile (benchmarks/sim2real_tasks.py: env, stand-in, sim/DR/sysid configs, control
+period, default durations); what follows is the default, cartpole. Its stand-in is the simulated
+robot node (ros_nodes/sim_robot.py) with hidden physics: a motor 5x weaker (actuator_gain 0.2) and a
+cart and pole twice as heavy (mass 2.0) as the model, on dmc:cartpole-balance. Steps (each reuses
+its result if it is already in --out):
 
 1. sim:      the sim policy, trained on the nominal simulator for --sim-steps env steps (120k):
              configs/td3_cartpole_balance.yaml (--agent td3) or configs/sac_cartpole_balance.yaml
@@ -29,9 +33,15 @@ dmc:cartpole-balance. Steps (each reuses its result if it is already in --out):
              the gap closed over robot time. Recomputed from an existing --out without fine-tuning
              again (evaluations are cached in OUT/version_evals.json by the ONNX file's sha256)
 
-The DR and sysid arms are TD3 whatever --agent says. With --agent sac both are skipped by default
-(--no-skip-dr / --no-skip-sysid to run them): the issue's question is the fine-tuning arm. The gap
-is per agent: the agent's own sim policy in simulation minus the same policy on the stand-in.
+The DR and sysid arms use the task's arms agent (TD3 for cartpole, SAC for walker) whatever --agent
+says; with another --agent both are skipped by default (--no-skip-dr / --no-skip-sysid to run them):
+the issue's question is the fine-tuning arm. The gap is per agent: the agent's own sim policy in
+simulation minus the same policy on the stand-in.
+
+Control loop. The fine-tuning result carries the policy node's /diagnostics over the session
+(ros_nodes.finetune_launch.control_loop_summary: missed ticks, those near a weight swap, tick
+latency); --control-loop-baseline-s S first deploys the sim policy on the stand-in for S seconds at
+the same real-time factor with no learner, for the same figures without training beside the node.
 
 Every policy is evaluated deterministically in process on the same stand-in episodes (EVAL_SEEDS),
 and the sim policy also on the nominal simulator. "gap closed" of a version is
@@ -74,13 +84,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sim2real_tasks import CARTPOLE, TASKS, TaskProfile
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV_ID, ACTION_REPEAT = "dmc:cartpole-balance", 4
-STAND_IN = {"physics": {"actuator_gain": [0.2, 0.2], "mass": [2.0, 2.0]}}
+# The default task's (cartpole-balance), as before there were task profiles.
+ENV_ID, ACTION_REPEAT, STAND_IN = CARTPOLE.env_id, CARTPOLE.action_repeat, CARTPOLE.stand_in
 EVAL_SEEDS = [1000 + i for i in range(10)]
 AGENTS = ("td3", "sac")
-DEFAULT_OUT = {"td3": "runs/sim2real", "sac": "runs/sim2real-sac"}
-DEFAULT_NAME = {"td3": "sim2real_finetune", "sac": "sim2real_finetune_sac"}
 SHARES = (0.5, 0.9)
 VERSION_FILE = re.compile(r"^policy-v(\d+)\.onnx$")
 VERSION_EVALS = "version_evals.json"
@@ -101,27 +111,27 @@ def train(config: str | Path, run_dir: Path, *extra) -> Path:
     return run_dir
 
 
-def stand_in_env(seed: int, stand_in: dict | None):
+def stand_in_env(seed: int, stand_in: dict | None, task: TaskProfile = CARTPOLE):
     import envs
     from sim2real.randomization import DomainRandomization, RandomizedEnv
 
-    env = envs.make(ENV_ID, seed=seed, action_repeat=ACTION_REPEAT)
+    env = envs.make(task.env_id, seed=seed, action_repeat=task.action_repeat)
     return RandomizedEnv(env, DomainRandomization.from_dict(stand_in), seed=seed) if stand_in else env
 
 
-def control_period() -> float:
-    """Seconds of the robot's (simulated) time per agent step, action repeat included."""
-    env = stand_in_env(0, None)
+def control_period(task: TaskProfile = CARTPOLE) -> float:
+    """Seconds of the robot's (simulated) time per agent step, action repeat included, from the env."""
+    env = stand_in_env(0, None, task)
     period = float(env.spec.control_period)
     env.close()
     return period
 
 
-def returns(act, stand_in: dict | None) -> list[float]:
+def returns(act, stand_in: dict | None, task: TaskProfile = CARTPOLE) -> list[float]:
     """Deterministic episodes of `act` (normalized obs -> normalized action) on the stand-in."""
     from rlcontrol.training.evaluate import run_episode
 
-    env = stand_in_env(7, stand_in)
+    env = stand_in_env(7, stand_in, task)
     out = [float(run_episode(env, act, seed)) for seed in EVAL_SEEDS]
     env.close()
     return out
@@ -144,8 +154,8 @@ def onnx_policy(path: Path):
     return lambda obs: unscale_action(policy.act(np.asarray(obs, np.float32)).copy(), low, high)
 
 
-def sysid_run(out: Path, sim_run: Path, steps: int) -> tuple[Path, dict]:
-    """Record the sim policy on the stand-in, fit the simulator, train TD3 on the fitted simulator."""
+def sysid_run(out: Path, sim_run: Path, steps: int, task: TaskProfile = CARTPOLE) -> tuple[Path, dict]:
+    """Record the sim policy on the stand-in, fit the simulator, train the arms' agent on the fitted simulator."""
     import yaml
 
     policy = out / "sim_policy.onnx"
@@ -154,23 +164,25 @@ def sysid_run(out: Path, sim_run: Path, steps: int) -> tuple[Path, dict]:
     bag = out / "standin_bag"
     if not bag.exists():
         rlcontrol("deploy", "--policy", policy, "--robot", "sim", "--episodes", 4, "--real-time-factor", 4,
-                  "--stand-in", json.dumps(STAND_IN), "--record", bag, "--record-topics", "/joint_states",
+                  "--stand-in", json.dumps(task.stand_in), "--record", bag, "--record-topics", "/joint_states",
                   timeout=900)
     params = out / "sysid_params.yaml"
     fit = json.loads((out / "sysid.json").read_text()) if (out / "sysid.json").exists() else None
     if fit is None:
-        fit = rlcontrol("sysid", bag, "--config", ROOT / "configs/sysid_cartpole_balance.yaml", "--out", params)
+        fit = rlcontrol("sysid", bag, "--config", ROOT / task.sysid_config, "--out", params)
         (out / "sysid.json").write_text(json.dumps(fit, indent=2))
     fitted = yaml.safe_load(params.read_text())
-    config = yaml.safe_load((ROOT / "configs/td3_cartpole_balance.yaml").read_text())
+    base = ROOT / task.sim_configs[task.arms_agent]
+    config = yaml.safe_load(base.read_text())
     config["env"]["randomization"] = fitted["randomization"]  # the fitted scales and latency, fixed
     config["replay"]["capacity"] = 200000
-    path = out / "td3_cartpole_balance_sysid.yaml"
+    path = out / f"{base.stem}_sysid.yaml"
     path.write_text(yaml.safe_dump(config))
     return train(path, out / "sysid_run", "--steps", steps), fit
 
 
-def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str], name: str = "finetune") -> dict:
+def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[str], name: str = "finetune",
+             task: TaskProfile = CARTPOLE) -> dict:
     path = out / f"{name}.json"
     if path.exists():
         result = json.loads(path.read_text())
@@ -179,10 +191,32 @@ def finetune(out: Path, sim_run: Path, seconds: float, rtf: float, extra: list[s
                   f"{result.get('real_time_factor')}, not {extra} at {rtf}; use another --out to fine-tune anew",
                   file=sys.stderr)
         return result
-    result = rlcontrol("finetune", sim_run, "--out", out / name, "--stand-in", json.dumps(STAND_IN),
-                       "--duration", seconds, "--real-time-factor", rtf,
-                       "--learning-starts", 1000, "--export-every", 500, *extra, timeout=seconds + 900)
+    result = rlcontrol("finetune", sim_run, "--out", out / name, "--stand-in", json.dumps(task.stand_in),
+                       "--duration", seconds, "--real-time-factor", rtf, "--learning-starts", task.learning_starts,
+                       "--export-every", task.export_every, *extra, timeout=seconds + 900)
     result["settings"] = extra
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+CONTROL_LOOP_KEYS = ("loop_rate_hz", "missed_ticks", "missed_tick_fraction", "latency_count", "latency_p50_ms",
+                     "latency_p99_ms", "latency_max_ms", "obs_to_command_p50_ms", "obs_to_command_p99_ms")
+
+
+def control_loop_baseline(out: Path, sim_run: Path, seconds: float, rtf: float, task: TaskProfile) -> dict:
+    """The policy node's control loop with no learner beside it: the sim policy deployed on the stand-in
+    for `seconds` at the fine-tuning session's real-time factor, its last /diagnostics report."""
+    path = out / "control_loop_baseline.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    policy = out / "sim_policy.onnx"
+    if not policy.exists():
+        rlcontrol("export", sim_run, "--out", policy)
+    deployed = rlcontrol("deploy", "--policy", policy, "--robot", "sim", "--duration", seconds,
+                         "--real-time-factor", rtf, "--stand-in", json.dumps(task.stand_in), timeout=seconds + 300)
+    result = {"seconds": seconds, "real_time_factor": rtf, "rate_hz": deployed.get("rate_hz"),
+              "episodes": deployed.get("episodes"),
+              **{k: deployed["diagnostics"].get(k) for k in CONTROL_LOOP_KEYS if k in deployed.get("diagnostics", {})}}
     path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -262,7 +296,7 @@ def _sha256(path: Path) -> str:
 
 
 def evaluate_versions(out: Path, finetune_dir: Path, every: int, v0: list[float], in_sim: list[float],
-                      period: float) -> tuple[list[dict], dict[int, list[float]], float | None]:
+                      period: float, task: TaskProfile = CARTPOLE) -> tuple[list[dict], dict[int, list[float]], float | None]:
     """The gap-closed curve over robot time: (curve, returns per version, mean seconds per evaluation)."""
     times = export_times(finetune_dir, period)
     files = version_files(finetune_dir)
@@ -280,7 +314,8 @@ def evaluate_versions(out: Path, finetune_dir: Path, every: int, v0: list[float]
         entry = cache.get(key)
         if not entry or entry.get("sha256") != digest or entry.get("eval_seeds") != EVAL_SEEDS:
             t0 = time.perf_counter()
-            entry = {"sha256": digest, "eval_seeds": EVAL_SEEDS, "returns": returns(onnx_policy(files[version]), STAND_IN)}
+            entry = {"sha256": digest, "eval_seeds": EVAL_SEEDS,
+                     "returns": returns(onnx_policy(files[version]), task.stand_in, task)}
             spent.append(time.perf_counter() - t0)
             cache[key] = entry
             cache_path.write_text(json.dumps(cache, indent=1))  # resumable mid-way
@@ -355,7 +390,7 @@ def compare_table(results: list[dict], names: list[str]) -> str:
 # ---------------------------------------------------------------------- figure
 
 
-def plot(results: dict, tuned: dict, curve: list[dict], agent: str, path: Path) -> None:
+def plot(results: dict, tuned: dict, curve: list[dict], agent: str, path: Path, task: TaskProfile = CARTPOLE) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,7 +403,7 @@ def plot(results: dict, tuned: dict, curve: list[dict], agent: str, path: Path) 
     left.bar(range(len(labels)), means, yerr=stds, color=["#888", "#c44", "#48c", "#4a4", "#d80"][:len(labels)])
     left.set_xticks(range(len(labels)), [textwrap.fill(k, 13, break_long_words=False) for k in labels], fontsize=8)
     left.set_ylabel(f"return ({len(EVAL_SEEDS)} deterministic episodes)")
-    left.set_title(f"cartpole-balance: {agent.upper()} sim policy vs the stand-in")
+    left.set_title(f"{task.title}: {agent.upper()} sim policy vs the stand-in")
     eps = tuned["episodes"]
     middle.plot([e["t_s"] for e in eps], [e["return"] for e in eps], ".-")
     middle.set_xlabel(f"wall-clock seconds of live fine-tuning (ROS 2, real-time factor {tuned['real_time_factor']:.0f})")
@@ -394,75 +429,100 @@ def plot(results: dict, tuned: dict, curve: list[dict], agent: str, path: Path) 
 # ---------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", choices=AGENTS, default="td3",
-                        help="the sim policy's algorithm: configs/<agent>_cartpole_balance.yaml (default td3)")
-    parser.add_argument("--out", default=None, help="runs/sim2real for td3, runs/sim2real-sac for sac")
+    parser.add_argument("--task", choices=list(TASKS), default=CARTPOLE.name,
+                        help="the task profile (benchmarks/sim2real_tasks.py): env, stand-in, configs (default cartpole)")
+    parser.add_argument("--agent", choices=AGENTS, default=None,
+                        help="the sim policy's algorithm (default: the task's first, td3 for cartpole, sac for walker)")
+    parser.add_argument("--out", default=None, help="default: the task's, e.g. runs/sim2real for cartpole td3")
     parser.add_argument("--name", default=None,
-                        help="results/figure name (default sim2real_finetune for td3, sim2real_finetune_sac for sac)")
-    parser.add_argument("--finetune-s", type=float, default=240.0)
-    parser.add_argument("--rtf", type=float, default=4.0)
+                        help="results/figure name (default: the task's, e.g. sim2real_finetune for cartpole td3)")
+    parser.add_argument("--finetune-s", type=float, default=None,
+                        help="wall seconds of live fine-tuning (default: the task's, 240 for cartpole)")
+    parser.add_argument("--rtf", type=float, default=None, help="real-time factor (default: the task's, 4 for cartpole)")
     parser.add_argument("--updates-per-transition", type=float, default=1.0,
                         help="the learner's replay ratio on the robot's data (rlcontrol finetune's flag)")
-    parser.add_argument("--sim-steps", type=int, default=120000,
-                        help="env steps of the sim policy (and the sysid arm); lower only for smoke runs")
+    parser.add_argument("--sim-steps", type=int, default=None,
+                        help="env steps of the sim policy and the sysid arm (default: the task's, 120k for cartpole); "
+                             "lower only for smoke runs")
     parser.add_argument("--skip-dr", action=argparse.BooleanOptionalAction, default=None,
-                        help="skip the domain-randomization arm (default: skipped for sac, run for td3)")
+                        help="skip the domain-randomization arm (default: run only when --agent is the task's arms agent)")
     parser.add_argument("--skip-sysid", action=argparse.BooleanOptionalAction, default=None,
-                        help="skip the system-identification arm (default: skipped for sac, run for td3)")
+                        help="skip the system-identification arm (default: as --skip-dr)")
     parser.add_argument("--exploration-std", type=float, default=0.2,
                         help="noise on the policy node's commands while fine-tuning (normalized units)")
     parser.add_argument("--eval-every-version", type=int, default=1,
                         help="evaluate every k-th exported version (and the last); 1: all of them")
+    parser.add_argument("--control-loop-baseline-s", type=float, default=0.0,
+                        help="first deploy the sim policy for S seconds with no learner, for the policy node's "
+                             "control-loop figures without fine-tuning beside it (default 0: not measured)")
     parser.add_argument("--finetune-args", default="", help="more `rlcontrol finetune` flags, e.g. '--lr-scale 0.5'")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                         help="print a markdown table comparing two result files, and exit (no training)")
     args = parser.parse_args(argv)
+    task = TASKS[args.task]
+    args.agent = args.agent or task.default_agent
+    if args.agent not in task.agents and not args.compare:
+        parser.error(f"--agent {args.agent}: the {task.name} task has a sim config for {', '.join(task.agents)} only")
+    args.finetune_s = task.finetune_s if args.finetune_s is None else args.finetune_s
+    args.rtf = task.real_time_factor if args.rtf is None else args.rtf
+    args.sim_steps = task.sim_steps if args.sim_steps is None else args.sim_steps
+    arms = args.agent == task.arms_agent
+    args.skip_dr = not arms if args.skip_dr is None else args.skip_dr
+    args.skip_sysid = not arms if args.skip_sysid is None else args.skip_sysid
+    args.name = args.name or task.result_name(args.agent)
+    args.out = Path(args.out or ROOT / task.out(args.agent)).resolve()  # the rlcontrol subprocesses run in ROOT
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.compare:
         results = [json.loads(Path(p).read_text()) for p in args.compare]
         print(compare_table(results, [Path(p).name for p in args.compare]))
         return
-    agent = args.agent
-    skip_dr = agent == "sac" if args.skip_dr is None else args.skip_dr
-    skip_sysid = agent == "sac" if args.skip_sysid is None else args.skip_sysid
-    name = args.name or DEFAULT_NAME[agent]
-    out = Path(args.out or ROOT / DEFAULT_OUT[agent]).resolve()  # the rlcontrol subprocesses run in ROOT
+    task, agent, name, out = TASKS[args.task], args.agent, args.name, args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sim_run = train(ROOT / f"configs/{agent}_cartpole_balance.yaml", out / "sim", "--steps", args.sim_steps)
+    sim_run = train(ROOT / task.sim_configs[agent], out / "sim", "--steps", args.sim_steps)
     sim = run_policy(sim_run)
-    results = {"sim policy in sim": returns(sim, None), "sim policy on stand-in": returns(sim, STAND_IN)}
-    if not skip_dr:
-        dr_run = train(ROOT / "configs/td3_cartpole_balance_dr.yaml", out / "dr")
-        results["domain randomization"] = returns(run_policy(dr_run), STAND_IN)
+    results = {"sim policy in sim": returns(sim, None, task), "sim policy on stand-in": returns(sim, task.stand_in, task)}
+    if not args.skip_dr:
+        dr_run = train(ROOT / task.dr_config, out / "dr")
+        results["domain randomization"] = returns(run_policy(dr_run), task.stand_in, task)
     fit = None
-    if not skip_sysid:
-        sysid_dir, fit = sysid_run(out, sim_run, args.sim_steps)
-        results["sysid-fitted simulator"] = returns(run_policy(sysid_dir), STAND_IN)
+    if not args.skip_sysid:
+        sysid_dir, fit = sysid_run(out, sim_run, args.sim_steps, task)
+        results["sysid-fitted simulator"] = returns(run_policy(sysid_dir), task.stand_in, task)
+    baseline = None
+    if args.control_loop_baseline_s > 0:
+        baseline = control_loop_baseline(out, sim_run, args.control_loop_baseline_s, args.rtf, task)
     tuned = finetune(out, sim_run, args.finetune_s, args.rtf,
                      ["--exploration-std", str(args.exploration_std),
-                      "--updates-per-transition", str(args.updates_per_transition), *args.finetune_args.split()])
-    period = control_period()
+                      "--updates-per-transition", str(args.updates_per_transition), *args.finetune_args.split()],
+                     task=task)
+    period = task.control_period_s
     curve, by_version, eval_s = evaluate_versions(out, Path(tuned["out"]), args.eval_every_version,
-                                                  results["sim policy on stand-in"], results["sim policy in sim"], period)
+                                                  results["sim policy on stand-in"], results["sim policy in sim"], period,
+                                                  task)
     final = tuned.get("policy_status", {}).get("path")
     final_version = tuned.get("policy_status", {}).get("version")
     if final_version in by_version:
         results[f"live fine-tuning {args.finetune_s:.0f} s"] = by_version[final_version]
     elif final:
-        results[f"live fine-tuning {args.finetune_s:.0f} s"] = returns(onnx_policy(Path(final)), STAND_IN)
+        results[f"live fine-tuning {args.finetune_s:.0f} s"] = returns(onnx_policy(Path(final)), task.stand_in, task)
     gap = np.mean(results["sim policy in sim"]) - np.mean(results["sim policy on stand-in"])
     learner = tuned.get("learner_status", {}).get("learner", {})
     transitions, updates = learner.get("transitions"), learner.get("updates")
     keeping_up = None
-    if transitions and updates is not None and transitions > 1000:  # finetune's --learning-starts 1000
-        keeping_up = round(updates / (args.updates_per_transition * (transitions - 1000)), 3)
+    if transitions and updates is not None and transitions > task.learning_starts:
+        keeping_up = round(updates / (args.updates_per_transition * (transitions - task.learning_starts)), 3)
     summary = {
-        "agent": agent, "sim_config": f"configs/{agent}_cartpole_balance.yaml", "sim_steps": args.sim_steps,
+        "task": task.name, "agent": agent, "sim_config": task.sim_configs[agent], "sim_steps": args.sim_steps,
         "updates_per_transition": args.updates_per_transition, "exploration_std": args.exploration_std,
         "finetune_s": args.finetune_s, "real_time_factor": args.rtf,
-        "env": ENV_ID, "stand_in": STAND_IN, "eval_seeds": EVAL_SEEDS,
+        "env": task.env_id, "stand_in": task.stand_in, "eval_seeds": EVAL_SEEDS,
         "returns": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "all": v} for k, v in results.items()},
         "gap": float(gap),
         "gap_closed": {k: float((np.mean(v) - np.mean(results["sim policy on stand-in"])) / gap)
@@ -482,17 +542,20 @@ def main(argv: list[str] | None = None) -> None:
                                                           "settings") if k in tuned},
         "finetune_episodes": tuned["episodes"], "wall_s": round(time.time() - t0, 1),
     }
+    if baseline is not None or "control_loop" in tuned:
+        summary["control_loop"] = {"without_learner": baseline, "with_learner": tuned.get("control_loop")}
     res = ROOT / "benchmarks" / "results" / f"{name}.json"
     res.parent.mkdir(parents=True, exist_ok=True)
     res.write_text(json.dumps(summary, indent=2))
-    plot(results, tuned, curve, agent, ROOT / "docs" / "figures" / f"{name}.png")
+    plot(results, tuned, curve, agent, ROOT / "docs" / "figures" / f"{name}.png", task)
     for k, v in summary["returns"].items():
         print(f"{k:32s} {v['mean']:7.1f} +- {v['std']:5.1f}")
     print_curve(curve)
     times = {s: (p or {}).get("robot_s") for s, p in summary["time_to_gap_closed"].items()}
     print(json.dumps({"results": str(res), "agent": agent, "gap": summary["gap"], "gap_closed": summary["gap_closed"],
                       "robot_s_to_gap_closed": times, "best": summary["best"],
-                      "learner_keeping_up": summary["learner_keeping_up"], "version_eval_s": summary["version_eval_s"]}))
+                      "learner_keeping_up": summary["learner_keeping_up"], "version_eval_s": summary["version_eval_s"],
+                      "control_loop": summary.get("control_loop")}))
 
 
 if __name__ == "__main__":

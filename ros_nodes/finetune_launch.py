@@ -141,6 +141,37 @@ def _param(value) -> str:
     return str(value)
 
 
+# The policy node's /diagnostics values kept once a second through a session (control_loop_summary).
+CONTROL_LOOP_KEYS = ("loop_rate_hz", "missed_ticks", "latency_count", "latency_p50_ms", "latency_p99_ms",
+                     "latency_max_ms", "obs_to_command_p50_ms", "obs_to_command_p99_ms", "policy_version",
+                     "policy_accepted")
+
+
+def control_loop_summary(series: list[dict]) -> dict:
+    """The policy node's control loop over a fine-tuning session, from its /diagnostics reports (one a
+    second; each report's latency percentiles are over the node's last 10,000 ticks, its missed
+    ticks and accepted versions are counts since activation). A swap's missed ticks are those the
+    node counted in the report interval in which a version was accepted and in the next one (a late
+    tick is counted when it comes, which may be after the next report). Latency: the last report
+    (the session's final window) and the worst p99 and max of any report."""
+    rows = [r for r in series if r.get("missed_ticks") is not None and r.get("policy_accepted") is not None]
+    if not rows:
+        return {"reports": 0}
+    missed = [int(r["missed_ticks"]) for r in rows]
+    accepted = [int(r["policy_accepted"]) for r in rows]
+    near_swap: set[int] = set()
+    for i in range(1, len(rows)):
+        if accepted[i] > accepted[i - 1]:
+            near_swap.update(j for j in (i, i + 1) if j < len(rows))
+    last = rows[-1]
+    worst = lambda key: max((r[key] for r in rows if isinstance(r.get(key), (int, float))), default=None)  # noqa: E731
+    return {"reports": len(rows), "swaps": accepted[-1] - accepted[0], "missed_ticks": missed[-1],
+            "missed_ticks_near_swaps": sum(missed[i] - missed[i - 1] for i in sorted(near_swap)),
+            "last": {k: last.get(k) for k in CONTROL_LOOP_KEYS if k in last},
+            "worst_latency_p99_ms": worst("latency_p99_ms"), "worst_latency_max_ms": worst("latency_max_ms"),
+            "worst_obs_to_command_p99_ms": worst("obs_to_command_p99_ms")}
+
+
 def summarize_episodes(episodes: list[dict], window: int = 3) -> dict:
     """Mean return of the first and last ``window`` episodes, and per policy version."""
     returns = [e["return"] for e in episodes]
@@ -157,6 +188,7 @@ class _FinetuneMonitor:
     with the running policy version, and the learner's status."""
 
     def __init__(self, out_dir: Path, keep_best: bool = False):
+        from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import ChangeState
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -174,11 +206,21 @@ class _FinetuneMonitor:
         self.episodes: list[dict] = []
         self.policy_status: dict = {}
         self.learner_status: dict = {}
+        self.control_loop: list[dict] = []
         episode_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, topics.EPISODE, self._on_episode, episode_qos)
         self.node.create_subscription(String, topics.POLICY_STATUS, self._on_policy, STATUS_QOS)
         self.node.create_subscription(String, FINETUNE_STATUS, self._on_learner, STATUS_QOS)
+        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
         self._started = time.monotonic()
+
+    def _on_diagnostics(self, msg) -> None:
+        from ros_nodes.launch import _number
+
+        for status in msg.status:
+            if status.name.startswith("rlcontrol policy"):
+                values = {kv.key: _number(kv.value) for kv in status.values if kv.key in CONTROL_LOOP_KEYS}
+                self.control_loop.append({"t_s": round(time.monotonic() - self._started, 2), **values})
 
     def _on_episode(self, msg) -> None:
         event = json.loads(msg.data)
@@ -288,7 +330,8 @@ class _FinetuneMonitor:
             print(f"finetune: the robot is left on v{final.get('version')}: {final.get('reason')}", flush=True)
         return {"episodes": self.episodes, **summarize_episodes(self.episodes), "wall_s": round(wall, 2),
                 "stopped_by": stopped_by, "final": final, "versions": (final or {}).get("table", []),
-                "policy_status": self.policy_status, "learner_status": self.learner_status}
+                "policy_status": self.policy_status, "learner_status": self.learner_status,
+                "control_loop": control_loop_summary(self.control_loop), "control_loop_reports": self.control_loop}
 
     def _spin_for(self, seconds: float, until=None) -> bool:
         import rclpy

@@ -85,7 +85,7 @@ def test_per_version_evaluation_builds_the_curve_and_reuses_its_cache(tmp_path, 
     means = {1: 500.0, 2: 740.0, 3: 960.0}
     calls = []
     monkeypatch.setattr(s2r, "onnx_policy", lambda path: int(path.name[8:12]))
-    monkeypatch.setattr(s2r, "returns", lambda version, stand_in: calls.append(version) or [means[version]] * 2)
+    monkeypatch.setattr(s2r, "returns", lambda version, stand_in, task=None: calls.append(version) or [means[version]] * 2)
     v0, in_sim = [480.0, 480.0], [1000.0, 1000.0]
     curve, by_version, eval_s = s2r.evaluate_versions(tmp_path, tuned, 1, v0, in_sim, 0.04)
     assert [p["version"] for p in curve] == [0, 1, 2, 3] and calls == [1, 2, 3] and eval_s is not None

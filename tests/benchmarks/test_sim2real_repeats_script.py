@@ -22,7 +22,7 @@ def session(tmp_path, monkeypatch):
         (folder / f"policy-v{v:04d}.onnx").write_bytes(f"weights {v}".encode())
     by_name = {f"policy-v{v:04d}.onnx": m for v, m in means.items()}
     monkeypatch.setattr(s2r, "onnx_policy", lambda path: by_name[path.name])
-    monkeypatch.setattr(s2r, "returns", lambda mean, stand_in: [mean] * 10)
+    monkeypatch.setattr(s2r, "returns", lambda mean, stand_in, task=None: [mean] * 10)
     monkeypatch.setattr(s2r, "control_period", lambda: 0.04)
     return tmp_path
 
