@@ -123,6 +123,13 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _stand_in(text: str) -> dict | str:
+    """argparse type: a stand-in JSON object, or a preset's name (e.g. lane-car) checked by the launcher."""
+    if text.strip().startswith("{") or not text.replace("-", "").replace("_", "").isalnum():
+        return _json_object(text)
+    return text.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlcontrol", description="Continuous-control RL for robots.")
     parser.add_argument("--version", action="version", version=f"rlcontrol {__version__}")
@@ -195,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--record", help="write observations, commands, rewards and episodes to this rosbag2 (MCAP)")
     dp.add_argument("--record-topics", default="",
                     help="extra topics to record, comma-separated (e.g. /joint_states for rlcontrol sysid, /estop)")
-    dp.add_argument("--stand-in", type=_json_object, default=None,
-                    help="hidden physics, latency and noise of the simulated robot (a domain randomization JSON): "
-                         "a stand-in for a real robot the policy was not trained on")
+    dp.add_argument("--stand-in", type=_stand_in, default=None,
+                    help="hidden physics, latency, noise and task keywords (env_kwargs) of the simulated robot, as a "
+                         "JSON object or a preset name (lane-car): a stand-in for a real robot the policy was not "
+                         "trained on (docs/sim2real.md)")
     dp.add_argument("--seed", type=_non_negative_int, default=0)
     dp.add_argument("--json", action="store_true")
 
@@ -208,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--out", help="exported policies, transition log, learner state, logs (default RUN_DIR/finetune)")
     fp.add_argument("--robot", default="sim", choices=("sim", "none"),
                     help="sim: also start the simulated robot and the policy node; none: the learner only")
-    fp.add_argument("--stand-in", type=_json_object, default=None,
-                    help='the simulated robot\'s hidden physics, latency and noise as a domain randomization JSON, '
-                         'e.g. \'{"latency_steps": [2, 2], "physics": {"actuator_gain": [0.7, 0.7]}}\'')
+    fp.add_argument("--stand-in", type=_stand_in, default=None,
+                    help='the simulated robot\'s hidden physics, latency, noise and task keywords as a JSON object, '
+                         'e.g. \'{"latency_steps": [2, 2], "physics": {"actuator_gain": [0.7, 0.7]}}\', or a preset '
+                         'name (lane-car)')
     fp.add_argument("--episodes", type=_positive_int, default=None, help="stop after N episodes")
     fp.add_argument("--duration", type=_positive_float, default=None, help="stop after S seconds (default 300)")
     fp.add_argument("--real-time-factor", type=_positive_float, default=1.0, help="simulated robot speed (sim only)")

@@ -9,8 +9,9 @@
     rlcontrol finetune RUN_DIR [--out DIR] --restore-best [--dry-run] [--min-episodes N] [--confidence C]
 
 ``--robot sim`` starts three processes talking over real DDS: the simulated robot as the "real
-robot" stand-in (``--stand-in``: a DomainRandomization JSON of the physics, latency and noise the
-policy was not trained on, applied through the robot's ``randomization`` parameter), the policy
+robot" stand-in (``--stand-in``: a JSON object of the physics, latency, noise and hidden task
+keywords the policy was not trained on, or a preset's name (sim2real/stand_in.py), given to the
+robot's ``randomization`` parameter and to nothing else), the policy
 node running the deployed ONNX policy, and the fine-tuning node (ros_nodes.finetune_node), which
 records the robot's transitions, trains the run's agent and pushes new weights to the policy node.
 ``--robot none`` starts only the fine-tuning node, for a robot whose policy node runs in its own
@@ -39,14 +40,15 @@ import signal
 import time
 from pathlib import Path
 
+from rlcontrol.deploy.rollout import pixel_keywords
 from rlcontrol.errors import UserError
-from ros_nodes.launch import NODE, ROBOT, spawn, stop_process
+from ros_nodes.launch import NODE, ROBOT, check_stand_in, robot_pixel_flags, spawn, stop_process
 
 FINETUNE = "finetune_node"
 
 
 def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None, robot: str = "sim",
-             stand_in: dict | None = None, duration: float | None = None, episodes: int | None = None,
+             stand_in: dict | str | None = None, duration: float | None = None, episodes: int | None = None,
              real_time_factor: float = 1.0, seed: int = 0, updates_per_transition: float = 1.0,
              learning_starts: int = 500, export_every: int = 1000, lr_scale: float = 1.0, critic_warmup: int = 0,
              sim_replay_ratio: float = 0.0, policy_averaging: float = 0.005, fsync: str = "interval", exploration_std: float = 0.2,
@@ -74,6 +76,9 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
         if not Path(policy).exists():
             export_run(run, policy)
     meta = runtime.load(policy, warmup=1).metadata
+    if robot == "sim":  # the robot's camera as the policy takes it (none for a vector policy), then its hidden world
+        pixel_flags = robot_pixel_flags(meta)
+        stand_in = check_stand_in(stand_in, meta.env_id, camera_kwargs=pixel_keywords(meta))
     logs = out_dir / "logs"
     logs.mkdir(exist_ok=True)
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -111,7 +116,7 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
             rate_hz = max(100.0, 2.0 * real_time_factor / meta.control_period)
             children[ROBOT] = spawn(["-m", "ros_nodes.sim_robot", "--env", meta.env_id, "--seed", str(seed),
                                      "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
-                                     "--randomization", json.dumps(stand_in or {}), "--no-autostart"],
+                                     *pixel_flags, "--randomization", json.dumps(stand_in or {}), "--no-autostart"],
                                     env, logs / "sim_robot.log", new_session=True)
             children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                     f"model_path:={Path(policy).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",

@@ -15,6 +15,9 @@ is started with its camera on (`--pixels --pixel-size H`, plus `--include-state`
 also takes the task's "state" vector), so it publishes the sensor_msgs/Image the policy node
 subscribes to by default, at the policy's own size; for a camera-layout policy (an (H, W, 3)
 input, `rlcontrol export --camera-size`) at its camera size, which must be square here.
+
+`--stand-in` (a JSON object or a preset's name, sim2real/stand_in.py) goes to the simulated robot
+alone: hidden physics, latency, noise and task keywords the policy's metadata never carries.
 """
 
 from __future__ import annotations
@@ -96,6 +99,21 @@ def robot_pixel_flags(meta, env_kwargs: dict | None = None) -> list[str]:
     return ["--pixels", "--pixel-size", str(camera["pixel_size"])] + (["--include-state"] if camera["include_state"] else [])
 
 
+def check_stand_in(stand_in: dict | str | None, env_id: str, env_kwargs: dict | None = None,
+                   camera_kwargs: dict | None = None) -> dict:
+    """The `--stand-in` (a JSON object or a preset's name) as the JSON object the simulated robot alone
+    gets; a bad one is one UserError line here, before anything starts (sim2real/stand_in.py)."""
+    from sim2real.randomization import RandomizationError
+    from sim2real.stand_in import StandIn, check_on_task, one_line, resolve
+
+    try:
+        data = resolve(stand_in)
+        check_on_task(StandIn.from_dict(data), env_id, env_kwargs, camera_kwargs)
+    except RandomizationError as exc:
+        raise UserError(one_line(exc)) from None
+    return data
+
+
 def spawn(args: list[str], env: dict, log: Path, cwd: str | Path | None = None,
           new_session: bool = False) -> subprocess.Popen:
     """`python *args` with stdout and stderr in `log` (the child keeps the file open; we do not).
@@ -126,7 +144,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0, *, group: bool =
 def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | None = None, robot: str = "sim", duration: float | None = None,
            episodes: int | None = 2, rate_hz: float | None = None, real_time_factor: float = 1.0,
            record: str | None = None, seed: int = 0, log_dir: str | None = None, quiet: bool = False,
-           realtime_priority: int = 0, trigger: str = "timer", stand_in: dict | None = None,
+           realtime_priority: int = 0, trigger: str = "timer", stand_in: dict | str | None = None,
            record_topics: tuple[str, ...] = ()) -> dict:
     from rlcontrol.deploy import runtime
 
@@ -141,6 +159,7 @@ def deploy(policy_path: str, *, env_id: str | None = None, env_kwargs: dict | No
     # so that a timer-triggered node always has a command ready from the newest observation.
     rate_hz = rate_hz or max(100.0, 2.0 * real_time_factor / meta.control_period)
     pixel_flags = robot_pixel_flags(meta, env_kwargs)
+    stand_in = check_stand_in(stand_in, env_id, env_kwargs, pixel_keywords(meta))
     if record and Path(record).exists():
         raise UserError(f"--record {record} already exists; choose a new bag path")
     if record and pixel_flags:

@@ -14,10 +14,12 @@ encoders give and what system identification (`rlcontrol sysid`) fits to. Tasks 
 MuJoCo model (rlc:lane-following) do not publish it.
 
 A stand-in for the real robot: parameter `randomization` (flag `--randomization`) takes a
-domain randomization spec as JSON, the schema of `env.randomization` in run configs (e.g.
+stand-in spec as JSON (sim2real/stand_in.py): the schema of `env.randomization` in run configs (e.g.
 `{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": [1, 1], "obs_noise_std": 0.01}`),
-applied through `sim2real.randomization.RandomizedEnv` with the node's seed: physics, latency
-and noise the policy was not trained on. Like a real robot it does not tell: applied_command
+applied through `sim2real.randomization.RandomizedEnv` with the node's seed, plus `env_kwargs`,
+hidden task keywords (e.g. a lane car's camera pose and steering offset), or a preset's name
+("lane-car"): physics, latency, noise and looks the policy was not trained on, which may not
+change what it observes or commands. Like a real robot it does not tell: applied_command
 is the command its interface received (after its limits), not the delayed or noisy one the
 actuators executed, and the joint states are the true ones (sensor noise goes on the
 observation components).
@@ -99,8 +101,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pixel_size": (84, "S: the camera image's height and width in pixels (with pixels)"),
     "include_state": (False, "with pixels, also observe the task's flat state vector as component 'state'"),
     "joint_states_topic": (topics.JOINT_STATES, "sensor_msgs/JointState of the 1-DOF joints (MuJoCo tasks)"),
-    "randomization": ("{}", "hidden world as a domain randomization JSON object (env.randomization schema), "
-                            "e.g. {\"physics\": {\"actuator_gain\": [0.6, 0.6]}, \"latency_steps\": [1, 1]}"),
+    "randomization": ("{}", "hidden world as a stand-in JSON object (env.randomization schema plus env_kwargs, "
+                            "hidden task keywords) or a preset name, e.g. {\"physics\": {\"actuator_gain\": "
+                            "[0.6, 0.6]}, \"latency_steps\": [1, 1]}"),
 }
 PIXEL_KEYWORDS = ("pixels", "pixel_size", "include_state")
 
@@ -237,18 +240,26 @@ class SimRobotNode(LifecycleNode):
         self._seed = int(p["seed"])
         self._episodes = int(p["episodes"])
         self._timeout = float(p["command_timeout_s"])
+        stand_in = p["randomization"]
+        if stand_in.env_kwargs:  # hidden task keywords: the task must take them and look the same to the policy
+            from sim2real.stand_in import StandInError, check_on_task
+
+            try:
+                check_on_task(stand_in, p["env_id"], p["env_kwargs"], _pixel_keywords(p))
+            except StandInError as exc:
+                raise ConfigError(exc.message(prefix="randomization.")) from None
         try:
             self.env = envs.make(p["env_id"], seed=self._seed, action_repeat=int(p["action_repeat"]),
                                  obs_format="dict", max_episode_steps=int(p["max_episode_steps"]) or None,
-                                 **p["env_kwargs"], **_pixel_keywords(p))
+                                 **p["env_kwargs"], **stand_in.env_kwargs, **_pixel_keywords(p))
         except TypeError as exc:  # a keyword the task does not take
             raise ConfigError(f"env_kwargs {p['env_kwargs']} rejected by {p['env_id']}: {exc}") from None
-        self._randomized = p["randomization"] is not None
+        self._randomized = stand_in.randomization.enabled
         if self._randomized:
             from sim2real.randomization import RandomizedEnv
 
             try:
-                self.env = RandomizedEnv(self.env, p["randomization"], seed=self._seed)
+                self.env = RandomizedEnv(self.env, stand_in.randomization, seed=self._seed)
             except ValueError as exc:  # a parameter or observation entry the task does not have
                 raise ConfigError(f"randomization: {exc}") from None
         self.spec = self.env.spec
@@ -420,7 +431,7 @@ class SimRobotNode(LifecycleNode):
 
 def _check_parameters(p: dict) -> None:
     p["env_kwargs"] = parse_env_kwargs(p["env_kwargs"])
-    p["randomization"] = parse_randomization(p["randomization"])
+    p["randomization"] = parse_stand_in(p["randomization"])
     if not float(p["real_time_factor"]) > 0 or not math.isfinite(float(p["real_time_factor"])):
         raise ConfigError(f"real_time_factor must be a positive number, got {p['real_time_factor']}")
     if int(p["action_repeat"]) < 1:
@@ -456,21 +467,25 @@ def parse_env_kwargs(text: str) -> dict:
     return value
 
 
-def parse_randomization(text: str):
-    """The randomization parameter: a DomainRandomization from a JSON object ("" or "{}": None, off)."""
-    from sim2real.randomization import DomainRandomization, RandomizationError
+def parse_stand_in(text: str):
+    """The randomization parameter: a sim2real StandIn from a JSON object or a preset's name ("" or "{}": none)."""
+    from sim2real.randomization import RandomizationError
+    from sim2real.stand_in import PRESETS, StandIn
 
+    if text.strip() in PRESETS:
+        value = text.strip()
+    else:
+        try:
+            value = json.loads(text or "{}")
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"randomization must be a JSON object or a preset name ({', '.join(PRESETS)}), "
+                              f"got {text!r} ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"randomization must be a JSON object, got {text!r}")
     try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"randomization must be a JSON object, got {text!r} ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"randomization must be a JSON object, got {text!r}")
-    try:
-        randomization = DomainRandomization.from_dict(value)
+        return StandIn.from_dict(value)
     except RandomizationError as exc:
         raise ConfigError(exc.message(prefix="randomization.")) from None
-    return randomization if randomization.enabled else None
 
 
 # ---------------------------------------------------------------------- command line
@@ -499,8 +514,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-state", action="store_true", default=None,
                         help="with --pixels, also publish the flat state vector as component 'state'")
     parser.add_argument("--randomization", metavar="JSON",
-                        help='hidden physics, latency and noise as a domain randomization JSON object, e.g. '
-                             '\'{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": [1, 1]}\'')
+                        help='hidden physics, latency, noise and task keywords (env_kwargs) as a stand-in JSON object '
+                             'or a preset name, e.g. \'{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": '
+                             '[1, 1]}\' or lane-car')
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured until a lifecycle manager drives the node")
     return parser

@@ -4,12 +4,15 @@ New tasks registered with `envs.register` are picked up here automatically. The 
 holds for tasks under sim2real's domain randomization (`test_randomized_env_contract`).
 """
 
+import functools
+
 import numpy as np
 import pytest
 
 import envs
 from sim2real.physics import supported_params
 from sim2real.randomization import RandomizedEnv
+from sim2real.stand_in import PRESETS
 
 N_STEPS = 50
 TRUNCATE_AT = 20
@@ -157,6 +160,23 @@ def test_env_contract(env_id: str, obs_format: str) -> None:
     check_lockstep_determinism(env_id, obs_format)
     check_action_bounds(env_id, obs_format)
     check_truncation(env_id, obs_format)
+
+
+# rlc:lane-following with its variations set (envs/lane_variation.py): the ranges a domain-randomized
+# config draws from, and the fixed values of the lane-car stand-in (sim2real/stand_in.py).
+LANE_VARIATIONS = {
+    "ranges": {"camera_height": [1.25, 1.55], "camera_pitch": [9.0, 15.0], "steering_offset": [-0.02, 0.02]},
+    "stand-in": PRESETS["lane-car"]["env_kwargs"],
+}
+
+
+@pytest.mark.parametrize("obs_format", ["flat", "dict"])
+@pytest.mark.parametrize("variation", list(LANE_VARIATIONS))
+def test_lane_variation_contract(variation: str, obs_format: str) -> None:
+    make = functools.partial(envs.make, **LANE_VARIATIONS[variation])
+    check_lockstep_determinism("rlc:lane-following", obs_format, make)
+    check_action_bounds("rlc:lane-following", obs_format, make)
+    check_truncation("rlc:lane-following", obs_format, make)
 
 
 def randomized(randomization: dict):
