@@ -231,7 +231,9 @@ class _FinetuneMonitor:
         event = json.loads(msg.data)
         if event.get("event") == "end":
             self.episodes.append({"episode": event.get("episode"), "return": float(event.get("return", 0.0)),
-                                  "steps": event.get("steps"), "policy_version": self.policy_status.get("version"),
+                                  "steps": event.get("steps"), "terminated": bool(event.get("terminated")),
+                                  "truncated": bool(event.get("truncated")),
+                                  "policy_version": self.policy_status.get("version"),
                                   "t_s": round(time.monotonic() - self._started, 2)})
             if not self.quiet:
                 print(f"finetune: episode {event.get('episode')}: return {event.get('return', 0.0):.1f} "
