@@ -28,7 +28,9 @@ holds the GIL for ~2 ms) falls into the idle part of the period. The policy it r
 for /policy/undo (one level); policies dropped altogether are released by the worker once a
 later tick has started, never by the control thread. /policy/status (transient local) reports
 version, counts, the last refusal and the exploration std at activate and after every update or undo. The safety
-layer belongs to the node, not to a policy: it stands in front of every one.
+layer belongs to the node, not to a policy: it stands in front of every one. (The hot swap lives in
+ros_nodes/policy_hot_swap.py, the e-stop and takeover path in ros_nodes/policy_safety_inputs.py:
+mixins of this node, so this module stays about the control loop.)
 
 Timing. The ticks come from a dedicated control thread that sleeps to absolute deadlines
 (start + k * period), not from an rclpy timer: a timer fires only when the executor gets
@@ -45,7 +47,6 @@ frozen while active and only collects when a tick leaves slack (safety.GcGuard).
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -62,7 +63,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, Imu, JointState
-from std_msgs.msg import Bool, Empty, Float64MultiArray, String
+from std_msgs.msg import Empty, Float64MultiArray, String
 
 from ros_nodes import policy_update, topics
 from ros_nodes.exploration import ActionNoise
@@ -74,7 +75,9 @@ from ros_nodes.observation_map import (
     build_sources,
     is_image_input,
 )
-from ros_nodes.safety import DriverTakeover, EStopLatch, GcGuard, LatencyStats, SafetyLayer, TickStats
+from ros_nodes.policy_hot_swap import HotSwapMixin
+from ros_nodes.policy_safety_inputs import SafetyInputsMixin
+from ros_nodes.safety import GcGuard, LatencyStats, SafetyLayer, TickStats
 
 MSG_CLASSES = {"Float64MultiArray": Float64MultiArray, "JointState": JointState, "Imu": Imu, "Twist": Twist,
                "Image": Image}
@@ -99,7 +102,7 @@ STATUS_QOS = QoSProfile(
 TWIST_SLOTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
     def __init__(self, name: str = "policy_node", **kwargs):
         super().__init__(name, **kwargs)
         self.declare_parameter("model_path", "")
@@ -433,165 +436,6 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ hot swap
 
-    def _on_update(self, msg: String) -> None:
-        """Queue the request for the worker; a request still queued is superseded by this one."""
-        with self._requests:
-            superseded = self._pending is not None
-            if superseded:
-                self.superseded += 1
-            self._pending = (msg.data, self._epoch)
-            self._requests.notify()
-        if superseded:
-            self.get_logger().info("policy update superseded by a newer request before it was checked")
-
-    def _on_undo(self, msg: Empty) -> None:
-        with self._swap_lock:
-            if self.history is None:
-                return
-            try:
-                undone = self.history.undo()
-            except policy_update.UpdateRefused as exc:
-                self.history.refuse(str(exc))
-                self._publish_status()
-                reason = str(exc)
-            else:
-                self.policy = self.history.current.policy  # the swap back
-                self._retire(undone)
-                self._publish_status()
-                reason, version = None, self.history.version
-        if reason:
-            self.get_logger().warning(f"policy undo refused: {reason}")
-        else:
-            self.get_logger().info(f"policy undo: back to version {version}")
-
-    def _update_worker(self) -> None:
-        while True:
-            with self._requests:
-                if self._pending is None and not self._worker_stop:
-                    self._requests.wait(timeout=0.1 if self._retired else None)
-                if self._worker_stop:
-                    return
-                item, self._pending = self._pending, None
-            self._reap_retired()
-            if item is not None:
-                try:
-                    self._handle_update(*item)
-                except Exception as exc:  # noqa: BLE001 - the worker must outlive any surprise
-                    self.get_logger().error(f"policy update worker: {type(exc).__name__}: {exc}")
-
-    def _handle_update(self, text: str, epoch: int) -> None:
-        with self._swap_lock:
-            if epoch != self._epoch or self.history is None:
-                return
-            current, meta = self.history.version, self._configured_meta
-        try:
-            request = policy_update.parse_request(text, current)
-            self._wait_for_slack()
-            policy = policy_update.load_checked(request, meta)
-        except Exception as exc:  # noqa: BLE001 - UpdateRefused, or any surprise: refuse, keep running
-            reason = (
-                str(exc)
-                if isinstance(exc, policy_update.UpdateRefused)
-                else policy_update.one_line(f"update failed: {type(exc).__name__}: {exc}")
-            )
-            self._refuse_update(epoch, reason)
-            return
-        with self._swap_lock:
-            if epoch != self._epoch or self.history is None:
-                return
-            try:
-                dropped = self.history.accept(policy, request.version)
-            except policy_update.UpdateRefused as exc:
-                self.history.refuse(str(exc))
-                self._publish_status()
-                reason = str(exc)
-            else:
-                self.policy = policy  # the swap: the next tick runs the new weights
-                self._retire(dropped)
-                self._publish_status()
-                reason = None
-        if reason:
-            self.get_logger().warning(f"policy update refused: {reason}")
-        else:
-            self.get_logger().info(
-                f"policy update: version {request.version} running ({request.path}, "
-                f"sha256 {policy.sha256[:16]})"
-            )
-
-    def _refuse_update(self, epoch: int, reason: str) -> None:
-        with self._swap_lock:
-            if epoch != self._epoch or self.history is None:
-                return
-            self.history.refuse(reason)
-            self._publish_status()
-        self.get_logger().warning(f"policy update refused: {reason}")
-
-    def _publish_status(self) -> None:
-        """Under _swap_lock: the status of what runs now, and the exploration noise it runs with (fixed
-        from configure to deactivate), so a learner knows which returns are comparable."""
-        status = {**self.history.status(), "exploration_std": self.exploration.std}
-        self.status_pub.publish(String(data=json.dumps(status)))
-
-    def _retire(self, policy) -> None:
-        """Under _swap_lock. A tick may still hold the policy just swapped out: dropping the last
-        reference there would free an onnxruntime session inside the control thread."""
-        if policy is not None:
-            self._retired.append((time.monotonic(), policy))
-            with self._requests:
-                self._requests.notify()
-
-    def _reap_retired(self) -> None:
-        """Release retired policies once a tick has started after they were swapped out: such a
-        tick set _last_tick before it read self.policy, so it holds the new one, and ticks run one
-        after another, so any tick that held an old one has finished."""
-        with self._swap_lock:
-            if not self._retired:
-                return
-            last = self._last_tick if self._running.is_set() else math.inf
-            if last is None:
-                return
-            done = [r for r in self._retired if r[0] < last]
-            self._retired = [r for r in self._retired if r[0] >= last]
-        del done  # the sessions are freed here, on the worker thread
-
-    def _wait_for_slack(self) -> None:
-        """Sleep until just after the next tick should have published. onnxruntime holds the GIL
-        while it creates a session (~2 ms measured for a 2x256 MLP); started here, that falls
-        into the idle rest of the period instead of delaying a tick."""
-        last = self._last_tick
-        if not self._running.is_set() or last is None:
-            return
-        period = self.period
-        now = time.monotonic()
-        target = last + math.floor((now - last) / period) * period + min(1e-3, 0.25 * period)
-        if target < now:
-            target += period
-        time.sleep(max(0.0, target - now))
-
-    def _start_estop_path(self) -> None:
-        """The e-stop has its own node and executor thread, so no callback on the main executor
-        (sensors, diagnostics, lifecycle services) can delay it. Its topics are read at startup,
-        and the latch exists from construction: an e-stop pressed before configure still holds."""
-        self.estop = EStopLatch()
-        self.takeover = DriverTakeover()
-        self._estop_node = rclpy.create_node(f"{self.get_name()}_estop", context=self.context)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self._estop_node.create_subscription(Bool, self.get_parameter("estop_topic").value, self._on_estop, qos)
-        self._estop_node.create_subscription(Empty, self.get_parameter("estop_reset_topic").value,
-                                             self._on_estop_reset, qos)
-        self._estop_node.create_subscription(Bool, self.get_parameter("takeover_topic").value, self._on_takeover, qos)
-        self._estop_executor = EventsExecutor(context=self.context)
-        self._estop_executor.add_node(self._estop_node)
-        self._estop_thread = threading.Thread(target=self._spin_estop, name="estop", daemon=True)
-        self._estop_thread.start()
-
-    def _spin_estop(self) -> None:
-        try:
-            while self.context.ok() and not self._estop_stop.is_set():
-                self._estop_executor.spin_once(timeout_sec=0.1)
-        except Exception:  # noqa: BLE001 - context shut down under us at exit
-            pass
-
     def destroy_node(self):
         with self._requests:
             self._worker_stop = True
@@ -602,27 +446,6 @@ class PolicyNode(LifecycleNode):
         self._estop_executor.shutdown()
         self._estop_node.destroy_node()
         return super().destroy_node()
-
-    def _on_estop(self, msg: Bool) -> None:
-        if msg.data:
-            with self._publish_lock:  # a tick that decided before the trip cannot publish after this
-                self.estop.trip()
-                if self.policy is not None and self._loop is not None:
-                    self._publish(self.safety.safe_command)  # now, not at the next tick
-            self.get_logger().warning("e-stop: latched; publish on the reset topic to clear it")
-
-    def _on_takeover(self, msg: Bool) -> None:
-        with self._publish_lock:  # as the e-stop: no tick decided before it publishes after it
-            taken = msg.data and not self.takeover.active
-            self.takeover.set(msg.data)
-            if taken and self.policy is not None and self._loop is not None:
-                self._publish(self.safety.safe_command)
-        if taken:
-            self.get_logger().warning("safety driver took over: safe command until released")
-
-    def _on_estop_reset(self, msg: Empty) -> None:
-        self.estop.reset()
-        self.get_logger().info("e-stop reset")
 
     def _control_loop(self) -> None:
         """Tick at absolute deadlines; a late tick runs at once and the schedule skips ahead
