@@ -113,6 +113,10 @@ def test_learner_trains_the_camera_run_and_exports_a_frame_in_command_out_graph(
     exported = runtime.load(update["path"])
     assert [o.name for o in exported.metadata.observations] == ["pixels", "state"]
     assert probe_problem(exported, update["probe"], update["atol"]) is None
+    # A learner that died here restarts from its last export and rebuilds its replay from the log.
+    again = LiveLearner(pixel_run, tmp_path / "log", tmp_path / "out", FinetuneSettings(learning_starts=10**6))
+    again.run_once()
+    assert again.version == 1 and again.updates == 10 and again.transitions == learner.transitions
 
 
 def test_frames_of_another_size_or_encoding_are_counted_and_skipped():
