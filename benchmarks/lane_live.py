@@ -44,6 +44,7 @@ import numpy as np
 
 from benchmarks.provenance import git_commit
 from benchmarks.sim2real_finetune import (
+    CONTROL_LOOP_KEYS,
     EVAL_SEEDS,
     _sha256,
     curve_summary,
@@ -147,6 +148,14 @@ def finetune_arm(args) -> dict:
     in_sim = evaluate(policy, lambda: sim_env(sim), cache, "sim_policy_in_sim", cache_path)
     on_stand_in = evaluate(policy, stand_in_env, cache, "sim_policy_on_stand_in", cache_path)
     print(f"sim policy: {in_sim['mean']:.1f} in its simulator, {on_stand_in['mean']:.1f} on the stand-in", flush=True)
+    baseline_path = out / "control_loop_baseline.json"
+    if not baseline_path.exists():  # the policy node alone on the stand-in: its latency without a learner
+        deployed = rlcontrol("deploy", "--policy", policy, "--robot", "sim", "--duration", 60, "--real-time-factor",
+                             args.rtf, "--stand-in", STAND_IN, timeout=600)
+        baseline_path.write_text(json.dumps({"seconds": 60, "real_time_factor": args.rtf,
+                                             **{k: deployed.get("diagnostics", {}).get(k) for k in CONTROL_LOOP_KEYS}},
+                                            indent=1))
+    baseline = json.loads(baseline_path.read_text())
     session_path = out / "finetune.json"
     if not session_path.exists():
         session = rlcontrol("finetune", sim, "--out", out / "finetune", "--stand-in", STAND_IN, "--duration",
@@ -170,6 +179,7 @@ def finetune_arm(args) -> dict:
               "sim_steps": args.sim_steps, "real_time_factor": args.rtf, "finetune_s": args.finetune_s,
               "eval_seeds": EVAL_SEEDS, "sim_policy": {"in_sim": in_sim, "on_stand_in": on_stand_in},
               "gap": in_sim["mean"] - on_stand_in["mean"], "curve": curve, "summary": curve_summary(curve),
+              "control_loop_without_learner": baseline,
               "session": {k: session.get(k) for k in ("wall_s", "stopped_by", "policy_status", "control_loop",
                                                       "exit_codes")},
               "learner": {k: session.get("learner_status", {}).get(k) for k in ("logged", "bad_images",
