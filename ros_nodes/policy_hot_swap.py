@@ -74,6 +74,9 @@ class HotSwapMixin:
             current, meta = self.history.version, self._configured_meta
         try:
             request = policy_update.parse_request(text, current)
+            if self.precision != "fp32":  # a learner's probe is its fp32 actions at 1e-4: not for fp16
+                raise policy_update.UpdateRefused(f"this node runs {self.precision} (parameter precision); live "
+                                                  "updates are checked against the learner's fp32 actions and need fp32")
             self._wait_for_slack()
             policy = policy_update.load_checked(request, meta)
         except Exception as exc:  # noqa: BLE001 - UpdateRefused, or any surprise: refuse, keep running
@@ -155,3 +158,17 @@ class HotSwapMixin:
         if target < now:
             target += period
         time.sleep(max(0.0, target - now))
+
+    def _update_diagnostics(self) -> dict:
+        h = self.history
+        if h is None:
+            return {}
+        return {
+            "policy_version": h.version,
+            "policy_previous_version": h.previous.version if h.previous else "none",
+            "policy_accepted": h.accepted,
+            "policy_refused": h.refused,
+            "policy_undone": h.undone,
+            "policy_superseded": self.superseded,
+            "policy_last_refusal": h.last_refusal,
+        }

@@ -137,6 +137,8 @@ class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
         # range), for live fine-tuning (ros_nodes/exploration.py). 0: deterministic (deployment).
         self.declare_parameter("exploration_std", 0.0)
         self.declare_parameter("exploration_seed", 0)
+        self.declare_parameter("precision", "fp32")  # fp16: runtime.load_for_control
+        self.declare_parameter("fp16_tolerance", 0.01)
         self.policy = None
         self._loop: threading.Thread | None = None
         self._running = threading.Event()
@@ -153,6 +155,7 @@ class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
         # and status publishing; the control thread never takes it. _epoch changes with every
         # configure/cleanup, so a request from an older configuration is never applied to a newer one.
         self.history: policy_update.PolicyHistory | None = None
+        self.precision = "fp32"  # the running policy's (parameter precision, read at configure)
         self._configured_meta = None
         self._swap_lock = threading.Lock()
         self._requests = threading.Condition()
@@ -187,7 +190,11 @@ class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
             self._epoch += 1
         if not p["model_path"]:
             raise ValueError("parameter model_path is empty")
-        self.policy = runtime.load(p["model_path"], expected_sha256=p["expected_sha256"] or None)
+        self.precision = p["precision"]
+        self.policy, parity = runtime.load_for_control(p["model_path"], p["expected_sha256"] or None, self.precision,
+                                                       float(p["fp16_tolerance"]))
+        if parity:
+            self.get_logger().info(f"fp16 on {parity['provider']}: {parity['summary']}")
         meta = self.policy.metadata
         self.rate_hz = p["control_rate_hz"]
         if not 0 < self.rate_hz <= 2000:
@@ -291,7 +298,7 @@ class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
         names = ("model_path", "expected_sha256", "control_rate_hz", "obs_timeout_s", "max_delta", "safe_command",
                  "observation_map", "command_topic", "command_type", "twist_slots", "estop_topic",
                  "estop_reset_topic", "takeover_topic", "diagnostics_period_s", "realtime_priority", "trigger", "update_topic",
-                 "undo_topic", "status_topic", "exploration_std", "exploration_seed")
+                 "undo_topic", "status_topic", "exploration_std", "exploration_seed", "precision", "fp16_tolerance")
         return {n: self.get_parameter(n).value for n in names}
 
     def _build_observation(self, mapping: dict) -> None:
@@ -515,20 +522,6 @@ class PolicyNode(SafetyInputsMixin, HotSwapMixin, LifecycleNode):
             msg.data = command.tolist()
         with self._publish_lock:
             self.command_pub.publish(msg)
-
-    def _update_diagnostics(self) -> dict:
-        h = self.history
-        if h is None:
-            return {}
-        return {
-            "policy_version": h.version,
-            "policy_previous_version": h.previous.version if h.previous else "none",
-            "policy_accepted": h.accepted,
-            "policy_refused": h.refused,
-            "policy_undone": h.undone,
-            "policy_superseded": self.superseded,
-            "policy_last_refusal": h.last_refusal,
-        }
 
     def _publish_diagnostics(self) -> None:
         if self.policy is None:

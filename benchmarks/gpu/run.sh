@@ -14,3 +14,4 @@ export PYTHONPATH="$PWD:$PWD/.gpu/site:/tmp/site"
 timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$out/gpu_tests.log"
 timeout "${BENCH_TIMEOUT:-330}" python3 -m benchmarks.td3_throughput --device cuda --steps "${STEPS:-3000}" \
   --rounds "${ROUNDS:-2}" --arms "${ARMS:-ours,sb3,eager,graphs}" --threads 2 --json 2>&1 | tee "$out/td3_throughput_cuda.log"
+timeout "${INFER_TIMEOUT:-240}" python3 -m benchmarks.gpu_inference --out "$out" 2>&1 | tee "$out/gpu_inference.log"

@@ -19,6 +19,12 @@ that the graph itself crops and resizes (`rlcontrol export --camera-size`); `cam
 names the latter with their frame size and preprocessing. A frame of another size is refused
 like any wrong shape: the graph's resize is built for one camera size.
 
+Precision: `load(..., precision="fp16")` runs the graph in half precision through onnxruntime's
+TensorRT execution provider (`trt_fp16_enable`), and only there: without TensorRT it is refused
+in one line rather than silently run in fp32. Half precision changes the actions, so
+`fp16_parity` measures by how much, against the fp32 CPU session on the same observations; the
+policy node refuses an fp16 policy whose error exceeds its tolerance (checked, not assumed).
+
 `act(obs)` refuses a wrong shape, a wrong dtype or a missing input with `ObservationError`,
 and a NaN/inf observation with `NonFiniteObservation` (a subclass): the caller decides what
 the safe command is (the ROS node sends its safe command). A non-finite *action* (a broken
@@ -39,6 +45,7 @@ from rlcontrol.errors import UserError
 
 # Most capable first. TensorRT and CUDA only appear with onnxruntime-gpu on a GPU machine.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PRECISIONS = ("fp32", "fp16")
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
 
 
@@ -86,9 +93,10 @@ def graph_digest(model) -> str:
 
 
 def load(path: str | Path, expected_sha256: str | None = None, *, providers: Sequence[str] | None = None,
-         threads: int = 1, warmup: int = 50) -> OnnxPolicy:
+         threads: int = 1, warmup: int = 50, precision: str = "fp32") -> OnnxPolicy:
     """Validate and open a policy file. `threads=1` suits single-observation control (a
-    thread pool costs more to wake than a 2x256 MLP takes to run) and leaves cores free."""
+    thread pool costs more to wake than a 2x256 MLP takes to run) and leaves cores free.
+    `precision="fp16"`: TensorRT in half precision (see the module docstring)."""
     path = Path(path)
     data = _read(path)
     if expected_sha256 is not None:
@@ -109,7 +117,7 @@ def load(path: str | Path, expected_sha256: str | None = None, *, providers: Seq
         raise PolicyFileError(f"{path}: not an rlcontrol policy: {exc}") from None
     if meta.graph_sha256 and graph_digest(model) != meta.graph_sha256:
         raise PolicyFileError(f"{path}: the graph does not match its recorded digest (corrupted file)")
-    session = _session(model.SerializeToString(), providers, threads)
+    session = _session(model.SerializeToString(), providers, threads, precision)
     return OnnxPolicy(session, meta, path=path, sha256=hashlib.sha256(data).hexdigest(), warmup=warmup)
 
 
@@ -160,11 +168,19 @@ def _check_external_data(path: Path, model) -> bool:
     return found
 
 
-def _session(source, providers: Sequence[str] | None, threads: int):
+def _session(source, providers: Sequence[str] | None, threads: int, precision: str = "fp32"):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    chosen = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+    chosen: list = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+    if precision not in PRECISIONS:
+        raise PolicyFileError(f"precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+    if precision == "fp16":
+        if "TensorrtExecutionProvider" not in chosen:
+            raise PolicyFileError("fp16 inference needs onnxruntime's TensorRT execution provider (onnxruntime-gpu "
+                                  f"with TensorRT on an NVIDIA GPU); this onnxruntime offers {', '.join(available)}")
+        chosen = [("TensorrtExecutionProvider", {"trt_fp16_enable": True}) if p == "TensorrtExecutionProvider" else p
+                  for p in chosen]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -175,6 +191,41 @@ def _session(source, providers: Sequence[str] | None, threads: int):
         return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options, providers=chosen)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise PolicyFileError(f"onnxruntime cannot load the policy: {str(exc).splitlines()[0][:300]}") from None
+
+
+def fp16_parity(path: str | Path, samples: int = 256, seed: int = 0, *, tolerance: float = 0.01) -> dict:
+    """How far the fp16 TensorRT policy's actions are from the fp32 CPU policy's, on `samples`
+    random observations (images uniform uint8, vectors standard normal): the largest absolute
+    difference per action as a share of that action's range, and whether it is within `tolerance`.
+    PolicyFileError where there is no TensorRT (see `load`)."""
+    half = load(path, precision="fp16", warmup=1)
+    full = load(path, providers=["CPUExecutionProvider"], warmup=1)
+    rng = np.random.default_rng(seed)
+    meta = full.metadata
+    span = np.maximum(np.asarray(meta.action_high, np.float64) - np.asarray(meta.action_low, np.float64), 1e-12)
+    worst = np.zeros(meta.action_dim)
+    for _ in range(samples):
+        obs = {o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"
+               else rng.standard_normal(o.shape).astype(o.dtype) for o in meta.observations}
+        worst = np.maximum(worst, np.abs(half.act(obs).astype(np.float64) - full.act(obs)) / span)
+    return {"provider": half.provider, "samples": samples, "max_error_share": float(worst.max()),
+            "per_action": worst.round(6).tolist(), "tolerance": tolerance, "ok": bool(worst.max() <= tolerance)}
+
+
+def load_for_control(path: str | Path, expected_sha256: str | None = None, precision: str = "fp32",
+                     fp16_tolerance: float = 0.01) -> tuple[OnnxPolicy, dict | None]:
+    """`load` for a control loop (the ROS 2 policy node): an fp16 policy only after `fp16_parity`
+    found its actions within `fp16_tolerance` of fp32 (a share of each action's range), else one
+    PolicyFileError line with the figures. -> (policy, the parity measurement or None for fp32)."""
+    parity = None
+    if precision == "fp16":
+        parity = fp16_parity(path, tolerance=fp16_tolerance)
+        parity["summary"] = (f"actions within {100 * parity['max_error_share']:.3f}% of the action range of fp32 "
+                             f"on {parity['samples']} observations (tolerance {100 * fp16_tolerance:.2f}%)")
+        if not parity["ok"]:
+            raise PolicyFileError(f"fp16 parity failed: {parity['summary'].replace('within', 'off by up to')}; run "
+                                  "fp32 or raise the tolerance")
+    return load(path, expected_sha256, precision=precision), parity
 
 
 class OnnxPolicy:

@@ -205,3 +205,18 @@ def test_runtime_needs_no_torch(td3_export):
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
             "assert not any(m.startswith('rlcontrol.training') for m in sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fp16_is_tensorrt_only_and_an_unknown_precision_is_refused(td3_export):
+    _, out, _ = td3_export
+    if "TensorrtExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("TensorRT present: tests/gpu/test_gpu_inference.py measures fp16")
+    with pytest.raises(PolicyFileError, match="fp16 inference needs onnxruntime's TensorRT") as refused:
+        runtime.load(out, precision="fp16")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(PolicyFileError, match="TensorRT"):
+        runtime.load_for_control(out, precision="fp16")  # the parity check cannot run either: no silent fp32
+    with pytest.raises(PolicyFileError, match="precision 'bf16'"):
+        runtime.load(out, precision="bf16")
+    policy, parity = runtime.load_for_control(out)
+    assert parity is None and policy.provider == "CPUExecutionProvider"

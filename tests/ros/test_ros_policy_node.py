@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 
+import onnxruntime
 import pytest
 from lifecycle_msgs.msg import Transition
 
@@ -160,6 +161,18 @@ def test_sha256_mismatch_refuses_configure(cartpole_policy, start_policy_node, o
     operator.set_parameters(expected_sha256=runtime.sha256_file(cartpole_policy))
     assert operator.change_state(Transition.TRANSITION_CONFIGURE), log.read_text()
     assert proc.poll() is None
+
+
+@pytest.mark.skipif("TensorrtExecutionProvider" in onnxruntime.get_available_providers(),
+                    reason="TensorRT present: fp16 is measured by tests/gpu/test_gpu_inference.py instead")
+def test_fp16_without_tensorrt_refuses_configure_in_one_line(cartpole_policy, start_policy_node, operator):
+    proc, log = start_policy_node(cartpole_policy, precision="fp16")
+    assert not operator.change_state(Transition.TRANSITION_CONFIGURE)
+    refusals = _refusals(log, 1)
+    assert len(refusals) == 1 and "fp16 inference needs onnxruntime's TensorRT" in refusals[0], log.read_text()
+    operator.set_parameters(precision="fp32")  # the node is not stuck: fp32 configures
+    assert operator.change_state(Transition.TRANSITION_CONFIGURE), log.read_text()
+    assert proc.poll() is None and "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize("mapping, problem", [
