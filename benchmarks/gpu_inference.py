@@ -33,26 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def export_untrained(config_path: str, folder: Path, vae: Path | None = None) -> Path:
     import yaml
 
-    from rlcontrol.agents import make_agent
-    from rlcontrol.config import load_config
     from rlcontrol.deploy.export import export_run
-    from rlcontrol.training import builders
-    from rlcontrol.training.checkpoint import CheckpointManager
-    from rlcontrol.training.loop import write_policy
+    from rlcontrol.training.untrained import write_untrained_run
 
-    run = folder / Path(config_path).stem
-    run.mkdir(parents=True)
     data = yaml.safe_load((ROOT / config_path).read_text())
     if vae is not None:
         data["agent"]["encoders"]["pixels"]["vae_path"] = str(vae)
-    (run / "config.yaml").write_text(yaml.safe_dump(data))
-    config = load_config(run / "config.yaml")
-    env = builders.make_env(config.env, config.seed, evaluation=True)
-    agent = make_agent(config, env.spec)
-    env.close()
-    write_policy(agent, run, 0)
-    CheckpointManager(run / "checkpoints").save(0, agent.state_dict(), builders.make_replay(config, env.spec),
-                                                {"env_steps": 0})
+    run = write_untrained_run(data, folder / Path(config_path).stem)
     export_run(run, run / "policy.onnx", parity_samples=8)
     return run / "policy.onnx"
 

@@ -194,27 +194,14 @@ def untrained_run(run_dir: Path, vae: Path, seed: int) -> Path:
     """A run folder `rlcontrol finetune` can start from: the config, an untrained agent, its checkpoint."""
     import yaml
 
-    from rlcontrol.agents import make_agent
-    from rlcontrol.config import load_config
-    from rlcontrol.training import builders
-    from rlcontrol.training.checkpoint import CheckpointManager
-    from rlcontrol.training.loop import write_policy
+    from rlcontrol.training.untrained import write_untrained_run
 
     if (run_dir / "checkpoints").is_dir():
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((ROOT / SCRATCH_CONFIG).read_text())
     data["seed"] = seed
     data["agent"]["encoders"]["pixels"]["vae_path"] = str(vae.resolve())
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
-    config = load_config(run_dir / "config.yaml")
-    env = builders.make_env(config.env, config.seed, evaluation=True)
-    agent = make_agent(config, env.spec)
-    replay = builders.make_replay(config, env.spec)
-    env.close()
-    write_policy(agent, run_dir, 0)
-    CheckpointManager(run_dir / "checkpoints").save(0, agent.state_dict(), replay, {"env_steps": 0})
-    return run_dir
+    return write_untrained_run(data, run_dir)
 
 
 def scratch_arm(args) -> dict:

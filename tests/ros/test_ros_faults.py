@@ -143,13 +143,19 @@ def test_malformed_observations_rejected_and_counted(cartpole_policy, start_poli
     assert proc.poll() is None and "Traceback" not in log.read_text()
 
 
-def test_estop_latches_until_reset(cartpole_policy, start_policy_node, operator, reference_obs):
+def _following_node(cartpole_policy, start_policy_node, operator, reference_obs):
+    """A node at the control rate, active and following the policy on a reference observation."""
     obs, action = reference_obs[0]
     proc, log = start_policy_node(cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5,
                                   diagnostics_period_s=0.2)
     operator.obs = obs
     _bring_up(operator)
     assert operator.spin_until(lambda: _following(operator, action)), log.read_text()
+    return proc, log, action
+
+
+def test_estop_latches_until_reset(cartpole_policy, start_policy_node, operator, reference_obs):
+    proc, log, action = _following_node(cartpole_policy, start_policy_node, operator, reference_obs)
     operator.spin_for(0.2)
 
     operator.drain()  # commands already here get their arrival time before the stop is pressed
@@ -180,12 +186,7 @@ def test_estop_latches_until_reset(cartpole_policy, start_policy_node, operator,
 
 def test_the_safety_driver_gets_the_safe_command_until_handing_back(cartpole_policy, start_policy_node, operator,
                                                                     reference_obs):
-    obs, action = reference_obs[0]
-    proc, log = start_policy_node(cartpole_policy, control_rate_hz=RATE_HZ, obs_timeout_s=0.5,
-                                  diagnostics_period_s=0.2)
-    operator.obs = obs
-    _bring_up(operator)
-    assert operator.spin_until(lambda: _following(operator, action)), log.read_text()
+    proc, log, action = _following_node(cartpole_policy, start_policy_node, operator, reference_obs)
     operator.drain()
     taken = operator.takeover(True)
     safe_at = _first_safe_after(operator, taken)

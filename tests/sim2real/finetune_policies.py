@@ -18,24 +18,9 @@ CONFIG = "configs/td3_cartpole_balance.yaml"
 def make_finetune_run(root: Path) -> Path:
     """A TD3 cartpole-balance run folder with config.yaml, policy.pt and a complete checkpoint
     (untrained weights, empty replay): everything `rlcontrol finetune` needs to start its learner."""
-    from rlcontrol.agents import make_agent
-    from rlcontrol.config import load_config, save_config
-    from rlcontrol.training import builders
-    from rlcontrol.training.checkpoint import CheckpointManager
-    from rlcontrol.training.loop import write_policy
+    from rlcontrol.training.untrained import write_untrained_run
 
-    repo = Path(__file__).resolve().parents[2]
-    config = load_config(repo / CONFIG)
-    env = builders.make_env(config.env, config.seed, evaluation=True)
-    agent = make_agent(config, env.spec)
-    replay = builders.make_replay(config, env.spec)
-    env.close()
-    run = Path(root) / "run"
-    run.mkdir(parents=True)
-    save_config(config, run / "config.yaml")
-    write_policy(agent, run, 0)
-    CheckpointManager(run / "checkpoints").save(0, agent.state_dict(), replay, {"env_steps": 0})
-    return run
+    return write_untrained_run(Path(__file__).resolve().parents[2] / CONFIG, Path(root) / "run")
 
 
 def export_constant_policy(run: Path, out: Path, action: float) -> Path:
@@ -71,28 +56,15 @@ def make_pixel_finetune_run(root: Path) -> Path:
     import torch
     import yaml
 
-    from rlcontrol.agents import make_agent
-    from rlcontrol.config import load_config
-    from rlcontrol.training import builders
-    from rlcontrol.training.checkpoint import CheckpointManager
-    from rlcontrol.training.loop import write_policy
+    from rlcontrol.training.untrained import write_untrained_run
     from rlcontrol.vision.vae import VAE, VAEConfig, save_vae
 
-    repo = Path(__file__).resolve().parents[2]
     run = Path(root) / "pixel-run"
     run.mkdir(parents=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         save_vae(VAE(VAEConfig(input_shape=(3, 64, 64), channels=(8, 16, 32, 32))), run / "vae.safetensors")
-    data = yaml.safe_load((repo / PIXEL_CONFIG).read_text())
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / PIXEL_CONFIG).read_text())
     data["agent"]["encoders"]["pixels"]["vae_path"] = str(run / "vae.safetensors")
     data["replay"]["capacity"] = 5000
-    (run / "config.yaml").write_text(yaml.safe_dump(data))
-    config = load_config(run / "config.yaml")
-    env = builders.make_env(config.env, config.seed, evaluation=True)
-    agent = make_agent(config, env.spec)
-    replay = builders.make_replay(config, env.spec)
-    env.close()
-    write_policy(agent, run, 0)
-    CheckpointManager(run / "checkpoints").save(0, agent.state_dict(), replay, {"env_steps": 0})
-    return run
+    return write_untrained_run(data, run)
