@@ -84,6 +84,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import provenance
 from benchmarks.sim2real_tasks import CARTPOLE, TASKS, TaskProfile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     if transitions and updates is not None and transitions > task.learning_starts:
         keeping_up = round(updates / (args.updates_per_transition * (transitions - task.learning_starts)), 3)
     summary = {
-        "task": task.name, "agent": agent, "sim_config": task.sim_configs[agent], "sim_steps": args.sim_steps,
+        "date": time.strftime("%Y-%m-%d"), "commit": provenance.git_commit(), "task": task.name, "agent": agent, "sim_config": task.sim_configs[agent], "sim_steps": args.sim_steps,
         "updates_per_transition": args.updates_per_transition, "exploration_std": args.exploration_std,
         "finetune_s": args.finetune_s, "real_time_factor": args.rtf,
         "env": task.env_id, "stand_in": task.stand_in, "eval_seeds": EVAL_SEEDS,

@@ -63,7 +63,7 @@ WALKER = TaskProfile(
               "latency_steps": [1, 1]},
     sim_configs={"sac": "configs/sac_walker_stand.yaml"},
     arms_agent="sac", dr_config="configs/sac_walker_stand_dr.yaml",
-    sysid_config="configs/sysid_walker_stand.yaml", sim_steps=60000,
+    sysid_config="configs/sysid_walker_stand.yaml", sim_steps=40000,
     # 30 minutes of robot time at real-time factor 2: the learner's SAC updates (2 x 256 networks, one
     # thread) cannot keep 2 updates per transition at 4x real time on this CPU
     finetune_s=900.0, real_time_factor=2.0, export_every=1000,

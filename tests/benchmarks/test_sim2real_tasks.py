@@ -27,7 +27,7 @@ def test_cartpole_is_the_default_and_keeps_its_names_and_settings():
 
 def test_walker_task_selects_its_profile_and_sac():
     args = s2r.parse_args(["--task", "walker"])
-    assert (args.agent, args.finetune_s, args.rtf, args.sim_steps) == ("sac", 900.0, 2.0, 60000)
+    assert (args.agent, args.finetune_s, args.rtf, args.sim_steps) == ("sac", 900.0, 2.0, 40000)
     assert args.out == (s2r.ROOT / "runs/sim2real-walker").resolve() and args.name == "sim2real_finetune_walker"
     assert args.skip_dr is False and args.skip_sysid is False  # SAC is the walker's arms agent
     # robot time of a full session: 30 minutes at the default duration and real-time factor
@@ -118,11 +118,11 @@ def test_finetune_and_the_sysid_arm_run_on_the_tasks_stand_in(tmp_path, monkeypa
     assert cmd[0] == "finetune" and json.loads(cmd[cmd.index("--stand-in") + 1]) == WALKER.stand_in
     assert cmd[cmd.index("--learning-starts") + 1] == "1000" and cmd[cmd.index("--export-every") + 1] == "1000"
     assert cmd[cmd.index("--real-time-factor") + 1] == "2.0" and cmd[-2:] == ["--exploration-std", "0.2"]
-    s2r.sysid_run(tmp_path, tmp_path / "sim", 60000, WALKER)
+    s2r.sysid_run(tmp_path, tmp_path / "sim", 40000, WALKER)
     export, deploy, sysid, train = calls[-4:]
     assert export[:2] == ["export", str(tmp_path / "sim")]
     assert deploy[0] == "deploy" and json.loads(deploy[deploy.index("--stand-in") + 1]) == WALKER.stand_in
     assert sysid[sysid.index("--config") + 1].endswith(WALKER.sysid_config)
-    assert train[1] == str(tmp_path / "sac_walker_stand_sysid.yaml") and train[2:] == ["--steps", 60000]
+    assert train[1] == str(tmp_path / "sac_walker_stand_sysid.yaml") and train[2:] == ["--steps", 40000]
     config = yaml.safe_load((tmp_path / "sac_walker_stand_sysid.yaml").read_text())
     assert config["algo"] == "sac" and config["env"]["randomization"] == {"latency_steps": [1, 1]}
