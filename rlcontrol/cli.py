@@ -499,9 +499,11 @@ def cmd_sysid(args) -> dict:
         import rosbags  # noqa: F401 - the bag reader
     except ImportError as exc:
         raise UserError(f"reading bags needs rosbags ({exc.name}); run scripts/setup.sh ros") from None
-    from sim2real.sysid import run_sysid, summary_line
+    from ros_nodes.joint_recording import read_recording
+    from sim2real.sysid import load_config, run_sysid, summary_line
 
-    summary = run_sysid(args.bag, args.config, args.out)
+    config = load_config(args.config)  # its errors first: a bad config needs no bag read
+    summary = run_sysid(read_recording(args.bag), config, args.out, source=args.bag)
     if not args.json:
         print(f"{summary_line(summary)}; wrote {summary['out']}")
     return summary

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from rlcontrol.errors import UserError
-from sim2real.sysid_recording import JointRecording, read_recording
+from sim2real.sysid_recording import JointRecording
 
 __all__ = [
     "JointRecording",
@@ -64,7 +64,6 @@ __all__ = [
     "load_config",
     "mujoco_model_data",
     "one_dof_joints",
-    "read_recording",
     "run_sysid",
     "summary_line",
 ]
@@ -471,14 +470,15 @@ def fit(problem: Problem) -> tuple[np.ndarray, int, dict[int, float]]:
     return best[1], best[2], per_latency
 
 
-def run_sysid(bag: str | Path, config: SysidConfig | str | Path, out: str | Path | None = None) -> dict:
-    """Read the bag, fit, write params.yaml (atomically) if `out` is given, return the summary."""
+def run_sysid(recording: JointRecording, config: SysidConfig | str | Path, out: str | Path | None = None, *,
+              source: str | Path = "") -> dict:
+    """Fit the recording (ros_nodes.joint_recording.read_recording reads one from a bag; `source`
+    names it in the summary), write params.yaml (atomically) if `out` is given, return the summary."""
     from sim2real.physics import restore_nominal
 
     started = time.perf_counter()
     if not isinstance(config, SysidConfig):
         config = load_config(config)
-    recording = read_recording(bag)
     sim = simulator_for(config, recording.joints)
     try:
         width = recording.pieces[0][2].shape[1]
@@ -495,7 +495,7 @@ def run_sysid(bag: str | Path, config: SysidConfig | str | Path, out: str | Path
         restore_nominal(sim.env)
         sim.env.close()
     summary = {
-        "bag": str(bag),
+        "bag": str(source),
         "env": config.env["id"],
         "action_repeat": int(config.env.get("action_repeat", 1)),
         "joints": recording.joints,

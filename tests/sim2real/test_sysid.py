@@ -21,7 +21,8 @@ pytest.importorskip("rosbags", reason="rosbags not installed (scripts/setup.sh d
 
 from rlcontrol.cli import main as cli_main  # noqa: E402
 from ros_nodes import recorder, topics  # noqa: E402
-from sim2real.sysid import SysidConfig, load_config, read_recording, run_sysid  # noqa: E402
+from ros_nodes.joint_recording import read_recording  # noqa: E402
+from sim2real.sysid import SysidConfig, load_config, run_sysid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_ID = "dmc:cartpole-swingup"
@@ -188,7 +189,7 @@ def test_recording_is_read_per_episode(hidden_bag):
 
 def test_fit_recovers_hidden_physics_and_latency(hidden_bag, tmp_path):
     out = tmp_path / "params.yaml"
-    summary = run_sysid(hidden_bag, SysidConfig.from_dict(FIT), out)
+    summary = run_sysid(read_recording(hidden_bag), SysidConfig.from_dict(FIT), out, source=hidden_bag)
     after, before = summary["after"], summary["before"]
     assert after["latency_steps"] == HIDDEN_LATENCY
     assert after["scales"]["actuator_gain"] == pytest.approx(HIDDEN["actuator_gain"], rel=0.01)
@@ -214,7 +215,7 @@ def test_fit_recovers_hidden_physics_and_latency(hidden_bag, tmp_path):
 
     # Deterministic given the seed (a small search, run twice).
     small = SysidConfig.from_dict({**FIT, "iterations": 2, "population": 8, "max_segments": 60})
-    first, second = run_sysid(hidden_bag, small), run_sysid(hidden_bag, small)
+    first, second = run_sysid(read_recording(hidden_bag), small), run_sysid(read_recording(hidden_bag), small)
     assert first["after"] == second["after"] and first["rmse_per_latency"] == second["rmse_per_latency"]
 
 
@@ -222,7 +223,7 @@ def test_the_nominal_model_fits_its_own_recording(tmp_path):
     bag = tmp_path / "nominal"
     record_hidden_cartpole(bag, episodes=1, steps=300, randomization={})
     summary = run_sysid(
-        bag, SysidConfig.from_dict({**FIT, "params": {"actuator_gain": [0.25, 4.0]}, "iterations": 3})
+        read_recording(bag), SysidConfig.from_dict({**FIT, "params": {"actuator_gain": [0.25, 4.0]}, "iterations": 3})
     )
     assert summary["before"]["rmse"] < 1e-6
     assert summary["after"]["latency_steps"] == 0
@@ -388,7 +389,7 @@ def test_sysid_from_a_recording_of_the_randomized_sim_robot(ros_env, tmp_path):
     ]
 
     summary = run_sysid(
-        bag, SysidConfig.from_dict({**FIT, "params": {"actuator_gain": [0.25, 4.0]}, "iterations": 5})
+        read_recording(bag), SysidConfig.from_dict({**FIT, "params": {"actuator_gain": [0.25, 4.0]}, "iterations": 5})
     )
     assert summary["steps"] > 800, summary
     assert summary["after"]["latency_steps"] == 1
