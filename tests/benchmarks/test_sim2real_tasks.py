@@ -126,3 +126,24 @@ def test_finetune_and_the_sysid_arm_run_on_the_tasks_stand_in(tmp_path, monkeypa
     assert train[1] == str(tmp_path / "sac_walker_stand_sysid.yaml") and train[2:] == ["--steps", 40000]
     config = yaml.safe_load((tmp_path / "sac_walker_stand_sysid.yaml").read_text())
     assert config["algo"] == "sac" and config["env"]["randomization"] == {"latency_steps": [1, 1]}
+
+
+def test_a_repeated_walker_session_runs_on_the_walker_clock(tmp_path, monkeypatch):
+    from benchmarks import sim2real_repeats as rep
+
+    folder = tmp_path / "repeat-s1"
+    folder.mkdir()
+    means = {1: 600.0, 2: 900.0}
+    rows = [{"version": v, "updates": 1000 * v, "transitions": 1000 + 1000 * v, "wall_s": 10.0 * v} for v in means]
+    rows += [{"event": "push", "version": v} for v in means]
+    (folder / "finetune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for v in means:
+        (folder / f"policy-v{v:04d}.onnx").write_bytes(f"weights {v}".encode())
+    monkeypatch.setattr(s2r, "onnx_policy", lambda path: means[int(path.name[8:12])])
+    monkeypatch.setattr(s2r, "returns", lambda mean, stand_in, task=None: [mean] * 10)
+    tuned = {"policy_status": {"version": 2, "path": str(folder / "policy-v0002.onnx")},
+             "learner_status": {"learner": {"updates": 2000, "transitions": 3000}}, "control_loop": {"swaps": 2}}
+    row = rep.session_row(tmp_path, "repeat", 1, tuned, v0=[400.0] * 10, in_sim=[1000.0] * 10, task=WALKER)
+    assert row["final_robot_s"] == 150.0  # 3000 transitions x 50 ms
+    assert row["robot_s_to_gap_closed"] == {"0.5": 150.0, "0.9": None}  # v1: 33%, v2: 83%
+    assert row["learner"]["updates"] == 2000 and row["control_loop"] == {"swaps": 2}
