@@ -44,12 +44,6 @@ def export_untrained(config_path: str, folder: Path, vae: Path | None = None) ->
     return run / "policy.onnx"
 
 
-def observations(meta, n: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [{o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"
-             else rng.standard_normal(o.shape).astype(o.dtype) for o in meta.observations} for _ in range(n)]
-
-
 def latency(policy, obs: list[dict], calls: int) -> dict:
     for o in obs[:50]:
         policy.act(o)
@@ -73,7 +67,7 @@ def measure(path: Path, calls: int) -> dict:
     from rlcontrol.deploy import runtime
 
     cpu = runtime.load(path, providers=["CPUExecutionProvider"])
-    obs = observations(cpu.metadata, 256)
+    obs = runtime.random_inputs(cpu.metadata, 256)
     rows = {"cpu": {"provider": cpu.provider, **latency(cpu, obs, calls)}}
     chosen = runtime.load(path)  # the default order: what a robot gets
     if chosen.provider != "CPUExecutionProvider":

@@ -82,20 +82,12 @@ def pretrain(out: Path, env_kwargs: dict, frames: int, epochs: int) -> Path:
 # ---------------------------------------------------------------------- evaluation in process
 def drive(policy_path: Path, env) -> dict:
     """Deterministic episodes on EVAL_SEEDS: returns (m along the lane) and routes completed."""
-    from envs.core import unscale_action
     from rlcontrol.deploy import runtime
+    from rlcontrol.deploy.rollout import episode_returns
 
-    policy = runtime.load(policy_path)
-    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
-    returns, completed = [], 0
-    for seed in EVAL_SEEDS:
-        obs, total, done = env.reset(seed=seed), 0.0, False
-        while not done:
-            result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
-            obs, total, done = result.obs, total + result.reward, result.terminated or result.truncated
-        returns.append(float(total))
-        completed += int(total >= ROUTE - 1e-6)
-    return {"returns": returns, "mean": float(np.mean(returns)), "completed": completed}
+    returns = episode_returns(runtime.load(policy_path), env, EVAL_SEEDS)
+    return {"returns": returns, "mean": float(np.mean(returns)),
+            "completed": sum(r >= ROUTE - 1e-6 for r in returns)}
 
 
 def sim_env(run_dir: Path):

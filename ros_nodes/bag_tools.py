@@ -178,11 +178,12 @@ def _string(body: memoryview, offset: int) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------- policy contract
-def policy_contract(policy_path: str | Path) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
+def policy_contract(policy_path: str | Path, meta=None) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(observation components [(name, size)] in input order, action low, action high) from an
-    exported policy's metadata_props (see rlcontrol.deploy.metadata). Only the metadata is read."""
+    exported policy's metadata_props (see rlcontrol.deploy.metadata; `meta` when already read).
+    Only the metadata is read."""
     path = Path(policy_path)
-    meta = policy_metadata(path)
+    meta = meta if meta is not None else policy_metadata(path)
     components = []
     for obs in meta.observations:
         if obs.history != 1:

@@ -46,7 +46,7 @@ class RecordedInputs:
 
         meta = policy_metadata(policy_path)
         if not any(_is_image(o) for o in meta.observations):
-            components, low, high = policy_contract(policy_path)
+            components, low, high = policy_contract(policy_path, meta)
             return cls(tuple(components), low=low, high=high)
         components, images, groups = [], {}, {}
         for obs in meta.observations:

@@ -14,25 +14,32 @@ def onnx_returns(policy_path, env_id: str, seeds: list[int], *, action_repeat: i
                  env_kwargs: dict | None = None) -> list[float]:
     """One episode per seed with the ONNX policy's physical actions mapped back to [-1, 1]."""
     import envs
-    from envs.core import unscale_action
     from rlcontrol.deploy import runtime
 
     policy = runtime.load(policy_path)
-    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
     dict_obs = len(policy.metadata.observations) > 1
     env = envs.make(env_id, action_repeat=action_repeat, obs_format="dict" if dict_obs else "flat",
                     **pixel_keywords(policy.metadata), **(env_kwargs or {}))
-    returns = []
     try:
-        for seed in seeds:
-            obs, total, done = env.reset(seed=seed), 0.0, False
-            while not done:
-                result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
-                obs, total = result.obs, total + result.reward
-                done = result.terminated or result.truncated
-            returns.append(float(total))
+        return episode_returns(policy, env, seeds)
     finally:
         env.close()
+
+
+def episode_returns(policy, env, seeds: list[int]) -> list[float]:
+    """One episode of `env` per seed, driven by a loaded policy (runtime.OnnxPolicy): its physical
+    actions mapped back to [-1, 1]; any env (a wrapped one, e.g. a stand-in) that fits the policy."""
+    from envs.core import unscale_action
+
+    low, high = np.array(policy.metadata.action_low), np.array(policy.metadata.action_high)
+    returns = []
+    for seed in seeds:
+        obs, total, done = env.reset(seed=seed), 0.0, False
+        while not done:
+            result = env.step(np.clip(unscale_action(policy.act(obs), low, high), -1, 1))
+            obs, total = result.obs, total + result.reward
+            done = result.terminated or result.truncated
+        returns.append(float(total))
     return returns
 
 

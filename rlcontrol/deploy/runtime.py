@@ -193,6 +193,13 @@ def _session(source, providers: Sequence[str] | None, threads: int, precision: s
         raise PolicyFileError(f"onnxruntime cannot load the policy: {str(exc).splitlines()[0][:300]}") from None
 
 
+def random_inputs(meta: PolicyMetadata, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """`n` observations for the policy's inputs: images uniform uint8, vectors standard normal."""
+    rng = np.random.default_rng(seed)
+    return [{o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"
+             else rng.standard_normal(o.shape).astype(o.dtype) for o in meta.observations} for _ in range(n)]
+
+
 def fp16_parity(path: str | Path, samples: int = 256, seed: int = 0, *, tolerance: float = 0.01) -> dict:
     """How far the fp16 TensorRT policy's actions are from the fp32 CPU policy's, on `samples`
     random observations (images uniform uint8, vectors standard normal): the largest absolute
@@ -200,13 +207,10 @@ def fp16_parity(path: str | Path, samples: int = 256, seed: int = 0, *, toleranc
     PolicyFileError where there is no TensorRT (see `load`)."""
     half = load(path, precision="fp16", warmup=1)
     full = load(path, providers=["CPUExecutionProvider"], warmup=1)
-    rng = np.random.default_rng(seed)
     meta = full.metadata
     span = np.maximum(np.asarray(meta.action_high, np.float64) - np.asarray(meta.action_low, np.float64), 1e-12)
     worst = np.zeros(meta.action_dim)
-    for _ in range(samples):
-        obs = {o.name: rng.integers(0, 256, o.shape, dtype=np.uint8) if o.dtype == "uint8"
-               else rng.standard_normal(o.shape).astype(o.dtype) for o in meta.observations}
+    for obs in random_inputs(meta, samples, seed):
         worst = np.maximum(worst, np.abs(half.act(obs).astype(np.float64) - full.act(obs)) / span)
     return {"provider": half.provider, "samples": samples, "max_error_share": float(worst.max()),
             "per_action": worst.round(6).tolist(), "tolerance": tolerance, "ok": bool(worst.max() <= tolerance)}
