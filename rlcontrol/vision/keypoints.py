@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from rlcontrol.vision.vae import VAEFileError, _crc32, atomic_write, to_unit_float
+from rlcontrol.vision.vae import VAEFileError, _crc32, atomic_write, read_checked_file, to_unit_float
 
 FORMAT = "rlcontrol.keypoints/1"
 METADATA_KEY = "rlcontrol.keypoints"
@@ -142,17 +142,11 @@ def load_keypoints(path: str | os.PathLike, *, expected_input_shape=None) -> Key
     """The encoder of `save_keypoints`'s file, frozen and in eval mode; VAEFileError (one line) if
     the file is missing, damaged, or made for another image shape."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VAEFileError(f"encoder file not found: {path}")
+    tensors, header, checksums = read_checked_file(path, True, what="keypoint encoder", metadata_key=METADATA_KEY,
+                                                   checksum_key=CHECKSUM_KEY, file_format=FORMAT)
     try:
-        with safe_open(path, framework="pt", device="cpu") as file:
-            meta = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
-        header, checksums = json.loads(meta[METADATA_KEY]), json.loads(meta[CHECKSUM_KEY])
-        if header.get("format") != FORMAT:
-            raise ValueError(f"unsupported format {header.get('format')!r}")
         config = KeypointConfig(**header["config"])
-    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         raise VAEFileError(f"{path}: not a readable keypoint encoder file: {' '.join(str(error).split())}") from None
     if expected_input_shape is not None and config.input_shape != tuple(expected_input_shape):
         raise VAEFileError(f"{path}: encoder takes input {config.input_shape}, expected {tuple(expected_input_shape)}")

@@ -301,9 +301,18 @@ def save_vae(model: VAE, path: str | os.PathLike, *, preprocessing: Any = None,
 
 
 def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    return read_checked_file(path, with_tensors, what="VAE", metadata_key=METADATA_KEY, checksum_key=CHECKSUM_KEY,
+                             file_format=FORMAT)
+
+
+def read_checked_file(path: str | os.PathLike, with_tensors: bool, *, what: str, metadata_key: str,
+                      checksum_key: str, file_format: str) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(tensors, JSON header, per-tensor CRC-32s) of an rlcontrol safetensors file whose header
+    (`metadata_key`) says `file_format`; every problem is one VAEFileError line naming `what` the
+    file should be. The checksums are returned, not checked (the caller checks what it loads)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise VAEFileError(f"VAE file not found: {path}")
+        raise VAEFileError(f"{what} file not found: {path}")
     try:
         with safe_open(path, framework="pt", device="cpu") as file:
             raw = file.metadata() or {}
@@ -311,14 +320,14 @@ def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise VAEFileError(f"{path}: not a readable safetensors file (truncated or corrupted?): "
                            f"{_one_line(error)}") from None
-    if METADATA_KEY not in raw or CHECKSUM_KEY not in raw:
-        raise VAEFileError(f"{path}: a safetensors file but not an rlcontrol VAE (no {METADATA_KEY!r} header)")
+    if metadata_key not in raw or checksum_key not in raw:
+        raise VAEFileError(f"{path}: a safetensors file but not an rlcontrol {what} (no {metadata_key!r} header)")
     try:
-        header, checksums = json.loads(raw[METADATA_KEY]), json.loads(raw[CHECKSUM_KEY])
+        header, checksums = json.loads(raw[metadata_key]), json.loads(raw[checksum_key])
     except json.JSONDecodeError as error:
-        raise VAEFileError(f"{path}: VAE header is not valid JSON: {_one_line(error)}") from None
-    if not isinstance(header, dict) or not isinstance(checksums, dict) or header.get("format") != FORMAT:
-        raise VAEFileError(f"{path}: unsupported VAE header (expected format {FORMAT!r})")
+        raise VAEFileError(f"{path}: {what} header is not valid JSON: {_one_line(error)}") from None
+    if not isinstance(header, dict) or not isinstance(checksums, dict) or header.get("format") != file_format:
+        raise VAEFileError(f"{path}: unsupported {what} header (expected format {file_format!r})")
     return tensors, header, checksums
 
 
