@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(a fraction of each action's half range), so the learner sees actions around the policy's "
                          "(default 0.2; 0: deterministic commands; with --robot none set the robot's policy node "
                          "parameter exploration_std)")
+    fp.add_argument("--train-between-episodes", action="store_true",
+                    help="as Learning to Drive in a Day: the learner does the updates each episode allows while the "
+                         "robot waits before the next one (with --robot sim the simulated robot waits; a real robot's "
+                         "launch reads /finetune/trained_through); without it the learner trains while the robot drives")
     fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
                     help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
     fp.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=False,
@@ -446,7 +450,8 @@ def cmd_finetune(args) -> dict:
                        fsync=args.fsync, exploration_std=args.exploration_std, keep_best=args.keep_best,
                        rollback=args.rollback, min_episodes=args.min_episodes, confidence=args.confidence,
                        stop_on_plateau=args.stop_on_plateau, plateau_window=args.plateau_window,
-                       plateau_tolerance=args.plateau_tolerance, quiet=args.json)
+                       plateau_tolerance=args.plateau_tolerance, train_between_episodes=args.train_between_episodes,
+                       quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]

@@ -54,7 +54,7 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
              sim_replay_ratio: float = 0.0, policy_averaging: float = 0.005, fsync: str = "interval", exploration_std: float = 0.2,
              keep_best: bool = False, rollback: bool = True, min_episodes: int = 3, confidence: float = 0.9,
              stop_on_plateau: bool = False, plateau_window: int = 10, plateau_tolerance: float = 0.05,
-             quiet: bool = False) -> dict:
+             train_between_episodes: bool = False, quiet: bool = False) -> dict:
     from rlcontrol.deploy import runtime
     from rlcontrol.deploy.export import export_run
     from ros_nodes.launch import _action_repeat
@@ -93,7 +93,7 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
               "keep_best": bool(keep_best), "rollback": bool(rollback), "min_episodes": int(min_episodes),
               "confidence": float(confidence), "stop_on_plateau": bool(stop_on_plateau),
               "plateau_window": int(plateau_window), "plateau_tolerance": float(plateau_tolerance),
-              "autostart": True}
+              "train_between_episodes": bool(train_between_episodes), "autostart": True}
     ros_params = [arg for key, value in params.items() for arg in ("-p", f"{key}:={_param(value)}")]
 
     import rclpy
@@ -116,7 +116,8 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
             rate_hz = max(100.0, 2.0 * real_time_factor / meta.control_period)
             children[ROBOT] = spawn(["-m", "ros_nodes.sim_robot", "--env", meta.env_id, "--seed", str(seed),
                                      "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
-                                     *pixel_flags, "--randomization", json.dumps(stand_in or {}), "--no-autostart"],
+                                     *pixel_flags, "--randomization", json.dumps(stand_in or {}), "--no-autostart",
+                                     *(["--wait-for-learner"] if train_between_episodes else [])],
                                     env, logs / "sim_robot.log", new_session=True)
             children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                     f"model_path:={Path(policy).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
@@ -209,6 +210,7 @@ class _FinetuneMonitor:
         self.node = Node("rlcontrol_finetune")
         self.change = {name: self.node.create_client(ChangeState, f"/{name}/change_state") for name in (NODE, ROBOT)}
         self.episodes: list[dict] = []
+        self._waited_s = None
         self.policy_status: dict = {}
         self.learner_status: dict = {}
         self.control_loop: list[dict] = []
@@ -229,12 +231,16 @@ class _FinetuneMonitor:
 
     def _on_episode(self, msg) -> None:
         event = json.loads(msg.data)
+        if event.get("event") == "start":  # with train_between_episodes: how long the robot waited for the learner
+            self._waited_s = event.get("waited_s")
         if event.get("event") == "end":
             self.episodes.append({"episode": event.get("episode"), "return": float(event.get("return", 0.0)),
                                   "steps": event.get("steps"), "terminated": bool(event.get("terminated")),
                                   "truncated": bool(event.get("truncated")),
                                   "policy_version": self.policy_status.get("version"),
-                                  "t_s": round(time.monotonic() - self._started, 2)})
+                                  "t_s": round(time.monotonic() - self._started, 2),
+                                  **({"waited_s": self._waited_s} if self._waited_s is not None else {})})
+            self._waited_s = None
             if not self.quiet:
                 print(f"finetune: episode {event.get('episode')}: return {event.get('return', 0.0):.1f} "
                       f"(policy v{self.policy_status.get('version')})", flush=True)

@@ -70,7 +70,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from std_msgs.msg import Bool, Empty, Float64, Float64MultiArray, String
+from std_msgs.msg import Bool, Empty, Float64, Float64MultiArray, Int64, String
 
 from ros_nodes import topics
 from ros_nodes.finetune_recording import ImageCheck, RecordedInputs, ReorderBuffer, TransitionRecorder
@@ -106,6 +106,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "critic_warmup": (0, "first updates train the critic only"),
     "sim_replay_ratio": (0.0, "share of each batch drawn from the sim run's own replay (0: robot data only)"),
     "policy_averaging": (0.005, "export a Polyak average of the actor, this rate per update (0: the actor itself)"),
+    "train_between_episodes": (False, "publish on /finetune/trained_through the last robot episode the learner has "
+                                      "trained on (every update the replay ratio allows done), for a robot that "
+                                      "waits between episodes as in Learning to Drive in a Day"),
     "reorder_window_s": (0.03, "hold messages this long to put the topics back in send order"),
     "threads": (1, "torch threads of the learner"),
     "seed": (0, "learner seed"),
@@ -143,7 +146,9 @@ class FinetuneNode(LifecycleNode):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # recorder state: fed by the release timer, read by status
         self._entities: list = []
-        self._update_pub = self._status_pub = None
+        self._update_pub = self._status_pub = self._trained_pub = None
+        self.trained_through: int | None = None  # train_between_episodes: the robot episode trained on
+        self._published_through: int | None = None
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -209,6 +214,10 @@ class FinetuneNode(LifecycleNode):
         self._update_pub = self.create_publisher(String, topics.POLICY_UPDATE, UPDATE_QOS)
         self._status_pub = self.create_publisher(String, FINETUNE_STATUS, STATUS_QOS)
         self._entities += [("pub", self._update_pub), ("pub", self._status_pub)]
+        self._between_episodes = bool(p["train_between_episodes"])
+        if self._between_episodes:
+            self._trained_pub = self.create_publisher(Int64, topics.TRAINED_THROUGH, STATUS_QOS)
+            self._entities.append(("pub", self._trained_pub))
         self._release_timer = self.create_timer(0.005, self._release_ready)
         self._status_timer = self.create_timer(1.0, self._publish_status)
         self._versions_timer = self.create_timer(0.1, self._manage_versions)
@@ -289,7 +298,7 @@ class FinetuneNode(LifecycleNode):
         for kind, entity in self._entities:
             (self.destroy_subscription if kind == "sub" else self.destroy_publisher)(entity)
         self._entities = []
-        self._update_pub = self._status_pub = None
+        self._update_pub = self._status_pub = self._trained_pub = None
         for timer in ("_release_timer", "_status_timer", "_versions_timer"):
             if getattr(self, timer, None) is not None:
                 self.destroy_timer(getattr(self, timer))
@@ -343,6 +352,10 @@ class FinetuneNode(LifecycleNode):
     def _manage_versions(self) -> None:
         if self._active and self.keeper is not None:
             self.keeper.tick()
+        through = self.trained_through
+        if self._trained_pub is not None and through is not None and through != self._published_through:
+            self._trained_pub.publish(Int64(data=through))
+            self._published_through = through
 
     def finish_session(self) -> dict | None:
         """End of the session: stop the learner, then the keeper's last decision (the robot left on
@@ -370,6 +383,8 @@ class FinetuneNode(LifecycleNode):
         learner = self.learner
         while not self._stop.is_set():
             before = learner.session_updates
+            with self._lock:  # read before the log is polled: that episode's steps are in the log by then
+                ended = self.recorder.robot_episode_ended
             try:
                 update = learner.run_once()
             except Exception as exc:  # noqa: BLE001 - a learner failure must not take the recorder down
@@ -382,6 +397,8 @@ class FinetuneNode(LifecycleNode):
                 self.get_logger().info(f"exported policy v{update['version']} after {learner.updates} updates "
                                        f"({learner.transitions} transitions): {update['path']}")
             elif learner.session_updates == before:
+                if self._between_episodes and ended is not None and learner.allowed_updates() == 0:
+                    self.trained_through = ended  # every update its transitions allow is done
                 self._stop.wait(0.02)
 
     def _frame(self, name: str, msg):
@@ -407,6 +424,8 @@ class FinetuneNode(LifecycleNode):
         learner = self.learner.summary() if self.learner else {}
         learner.pop("settings", None)
         keeper = self.keeper
+        if self._trained_pub is not None:
+            learner["trained_through"] = self.trained_through
         return {**recorded, "learner": learner, "exported": self.exported, "learner_error": self.learner_error,
                 "policy": keeper.policy_status if keeper else {}, "selection": keeper.status() if keeper else {}}
 

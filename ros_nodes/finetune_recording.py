@@ -194,6 +194,7 @@ class TransitionRecorder:
         self.logged = self.interventions = self.append_failures = self.takeovers = 0
         self.undone: list[int] = []  # episodes withdrawn, in order
         self.last_ended: int | None = None  # the last episode whose end was logged (what undo withdraws)
+        self.robot_episode_ended: int | None = None  # the robot's number of the last episode that ended, once logged
         self.last_error = ""
         self._segment, self._step = None, 0
 
@@ -214,6 +215,8 @@ class TransitionRecorder:
         elif kind in ("estop", "estop_reset", "takeover"):
             self._safety(kind, payload)
         self._drain()
+        if kind == "episode" and payload.get("event") == "end" and isinstance(payload.get("episode"), int):
+            self.robot_episode_ended = payload["episode"]  # after _drain: its last step is in the log
         if kind == "undo":
             self.undo_last_episode()
 

@@ -55,7 +55,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float64, Float64MultiArray, Int64, MultiArrayDimension, String
 
 from envs.core import scale_action, unscale_action
 from ros_nodes import topics
@@ -80,6 +80,10 @@ EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
 # command timeout covers a silent publisher.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
+# The learner's progress (wait_for_learner): the latest value is all that matters, including to a
+# robot that subscribes after it was published.
+LEARNER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 # name: (default, description). Read in on_configure, so a lifecycle manager may set them first.
 PARAMETERS: dict[str, tuple[object, str]] = {
@@ -101,6 +105,11 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pixel_size": (84, "S: the camera image's height and width in pixels (with pixels)"),
     "include_state": (False, "with pixels, also observe the task's flat state vector as component 'state'"),
     "joint_states_topic": (topics.JOINT_STATES, "sensor_msgs/JointState of the 1-DOF joints (MuJoCo tasks)"),
+    "wait_for_learner": (False, "between episodes, hold until the live learner has trained on the episode that "
+                                "ended (its /finetune/trained_through), as Learning to Drive in a Day trained between "
+                                "episodes; the robot does not step meanwhile"),
+    "learner_wait_timeout_s": (600.0, "with wait_for_learner: start the next episode anyway after this long (a "
+                                      "learner that is gone must not stop the robot forever); 0 = wait forever"),
     "randomization": ("{}", "hidden world as a stand-in JSON object (env.randomization schema plus env_kwargs, "
                             "hidden task keywords) or a preset name, e.g. {\"physics\": {\"actuator_gain\": "
                             "[0.6, 0.6]}, \"latency_steps\": [1, 1]}"),
@@ -187,6 +196,8 @@ class SimRobotNode(LifecycleNode):
         self._publishers: list = []
         self._joint_pub = None
         self._randomized = False
+        self._learner_sub = None
+        self._trained_through = -1  # the last robot episode the live learner reports trained on
         self._reset_episode_state()
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -280,6 +291,11 @@ class SimRobotNode(LifecycleNode):
         self._setup_joint_states(p["joint_states_topic"])
         self._subscription = self.create_subscription(Float64MultiArray, p["command_topic"],
                                                       self._on_command, COMMAND_QOS)
+        self._wait_for_learner = bool(p["wait_for_learner"])
+        self._learner_wait_timeout = float(p["learner_wait_timeout_s"])
+        if self._wait_for_learner:
+            self._learner_sub = self.create_subscription(Int64, topics.TRAINED_THROUGH, self._on_trained_through,
+                                                         LEARNER_QOS)
         self.get_logger().info(
             f"{self.spec.env_id}: actions {list(self.spec.action_names)} in [{self._low}, {self._high}], "
             f"obs {names}{self._describe_images(parts)}, step every {self._period * 1e3:.2f} ms")
@@ -331,6 +347,9 @@ class SimRobotNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
+        if self._learner_sub is not None:
+            self.destroy_subscription(self._learner_sub)
+            self._learner_sub = None
         if self.env is not None:
             self.env.close()
             self.env = None
@@ -344,6 +363,7 @@ class SimRobotNode(LifecycleNode):
 
     def _reset_episode_state(self) -> None:
         self._obs = None
+        self._waiting_since = None  # monotonic time the robot began holding for the learner
         self._episode = 0
         self._steps = 0
         self._return = 0.0
@@ -371,7 +391,13 @@ class SimRobotNode(LifecycleNode):
 
     # ------------------------------------------------------------------ stepping
 
+    def _on_trained_through(self, msg: Int64) -> None:
+        self._trained_through = int(msg.data)
+
     def _on_tick(self) -> None:
+        if self._waiting_since is not None:
+            self._hold_for_learner()
+            return
         if self._obs is None:
             return
         normalized = physical_to_normalized(self._current_command(), self._low, self._high)
@@ -402,14 +428,29 @@ class SimRobotNode(LifecycleNode):
             self.finished = True
             self._stop_timer()
             self.get_logger().info(f"finished {self._episodes} episode(s)")
+        elif self._wait_for_learner:  # the car parked at the start while the learner trains
+            self._obs = None
+            self._waiting_since = time.monotonic()
         else:
             self._start_episode(self._episode + 1)
 
-    def _start_episode(self, episode: int) -> None:
+    def _hold_for_learner(self) -> None:
+        """Start the next episode once the learner reports this one trained on (or the wait timed out)."""
+        waited = time.monotonic() - self._waiting_since
+        timed_out = self._learner_wait_timeout > 0 and waited > self._learner_wait_timeout
+        if self._trained_through < self._episode and not timed_out:
+            return
+        if timed_out:
+            self.get_logger().warning(f"no word from the learner on episode {self._episode} after {waited:.0f} s: "
+                                      "starting the next episode anyway")
+        self._waiting_since = None
+        self._start_episode(self._episode + 1, waited_s=round(waited, 3))
+
+    def _start_episode(self, episode: int, **extra) -> None:
         self._episode, self._steps, self._return = episode, 0, 0.0
         seed = self._seed + episode  # reproducible yet different per episode
         self._obs = self.env.reset(seed=seed)
-        self._publish_event("start", terminated=False, truncated=False, seed=seed)
+        self._publish_event("start", terminated=False, truncated=False, seed=seed, **extra)
         self._publish_joint_states()
         self._publish_obs(self._obs)
 
@@ -439,6 +480,8 @@ def _check_parameters(p: dict) -> None:
     for name in ("episodes", "max_episode_steps"):
         if int(p[name]) < 0:
             raise ConfigError(f"{name} must be >= 0, got {p[name]}")
+    if not float(p["learner_wait_timeout_s"]) >= 0:
+        raise ConfigError(f"learner_wait_timeout_s must be >= 0, got {p['learner_wait_timeout_s']}")
     if float(p["command_timeout_s"]) < 0:
         raise ConfigError(f"command_timeout_s must be >= 0, got {p['command_timeout_s']}")
     if p["pixels"] and any(k in p["env_kwargs"] for k in PIXEL_KEYWORDS):
@@ -495,7 +538,7 @@ _FLAG_PARAMETERS = {"env": "env_id", "env_kwargs": "env_kwargs", "seed": "seed",
                     "real_time_factor": "real_time_factor", "episodes": "episodes",
                     "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps",
                     "pixels": "pixels", "pixel_size": "pixel_size", "include_state": "include_state",
-                    "randomization": "randomization"}
+                    "randomization": "randomization", "wait_for_learner": "wait_for_learner"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -517,6 +560,9 @@ def _parser() -> argparse.ArgumentParser:
                         help='hidden physics, latency, noise and task keywords (env_kwargs) as a stand-in JSON object '
                              'or a preset name, e.g. \'{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": '
                              '[1, 1]}\' or lane-car')
+    parser.add_argument("--wait-for-learner", action="store_true", default=None,
+                        help="hold between episodes until the live learner has trained on the last one "
+                             "(/finetune/trained_through)")
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured until a lifecycle manager drives the node")
     return parser

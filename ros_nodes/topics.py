@@ -24,6 +24,11 @@ mapped in without code changes.
                        policy (a new episode). Not latched: the driver releases it explicitly
     /finetune/undo_episode std_msgs/Empty          withdraw the last ended episode from the learner's
                        replay (recorded in the transition log as an undo record)
+    /finetune/trained_through std_msgs/Int64       the last robot episode (/robot/episode's "episode") whose
+                       transitions the live learner has trained on, as its replay ratio allows; published
+                       with train_between_episodes (reliable, transient local, depth 1). A robot that trains
+                       between episodes, as Learning to Drive in a Day did, starts its next episode after it
+                       (the simulated robot's wait_for_learner)
     /diagnostics       diagnostic_msgs/DiagnosticArray
     /policy/update     std_msgs/String             JSON request to hot-swap the policy node's weights:
                        {"path": absolute .onnx path, "sha256": hex, "version": int (> running),
@@ -53,6 +58,7 @@ ESTOP = "/estop"
 ESTOP_RESET = "/estop/reset"
 TAKEOVER = "/safety_driver/takeover"
 UNDO_EPISODE = "/finetune/undo_episode"
+TRAINED_THROUGH = "/finetune/trained_through"
 DIAGNOSTICS = "/diagnostics"
 POLICY_UPDATE = "/policy/update"
 POLICY_UNDO = "/policy/undo"
