@@ -273,8 +273,8 @@ def test_frozen_features_are_computed_once_per_batch_and_change_nothing(algo, va
     replay = filled_replay()
     batches = [replay.sample(16) for _ in range(3)]
     results = []
-    for max_entries in (4, 0):  # 0: nothing is stored, every pass computes
-        cache = image_encoders.FrozenFeatureCache(max_entries)
+    for max_entries in (4, 0):  # 0: nothing is stored, every pass computes (no per-frame memory either)
+        cache = image_encoders.FrozenFeatureCache(max_entries, max_frames=0)
         monkeypatch.setattr(image_encoders, "FROZEN_FEATURES", cache)
         agent = make_agent(config, Spec())
         calls = []
@@ -296,7 +296,7 @@ def test_frozen_features_are_computed_once_per_batch_and_change_nothing(algo, va
 def test_frozen_feature_cache_misses_for_other_weights_or_other_images(vae_file):
     from rlcontrol.networks.image_encoders import FrozenFeatureCache
 
-    cache = FrozenFeatureCache()
+    cache = FrozenFeatureCache(max_frames=0)
     encoder = load_vae(vae_file)[0].encoder.eval()
     images = torch.rand(4, 3, 32, 32)
     first = cache.features(encoder, images, encoder.encode_mean)
@@ -309,3 +309,36 @@ def test_frozen_feature_cache_misses_for_other_weights_or_other_images(vae_file)
     changed = cache.features(encoder, images, encoder.encode_mean)
     assert cache.misses == 3 and not torch.allclose(changed, first)
     assert torch.equal(changed, encoder.encode_mean(images).detach())
+
+
+def test_frozen_features_are_remembered_per_frame(vae_file):
+    """A batch encodes only the frames not seen before with these weights; the features are the
+    encoder's own, and other weights or inputs that are not raw pixels are never served from memory."""
+    from rlcontrol.networks.image_encoders import FrozenFeatureCache, to_images
+
+    cache = FrozenFeatureCache(max_entries=0)  # no per-batch entries: the per-frame memory alone
+    encoder = load_vae(vae_file)[0].encoder.eval()
+    shape = (3, 32, 32)
+    encoded_rows = []
+
+    def compute(rows):
+        encoded_rows.append(rows.shape[0])
+        return encoder.encode_mean(to_images(rows, shape))
+
+    frames = torch.randint(0, 256, (6, 3 * 32 * 32), generator=torch.Generator().manual_seed(0)).float()
+    first = cache.features(encoder, frames[:4], compute)
+    mixed = cache.features(encoder, frames[2:], compute)  # frames 2 and 3 seen, 4 and 5 new
+    assert encoded_rows == [4, 2] and cache.frame_hits == 2 and cache.frame_misses == 6
+    with torch.no_grad():
+        torch.testing.assert_close(mixed, encoder.encode_mean(to_images(frames[2:], shape)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed[:2], first[2:], rtol=0, atol=0)
+    assert cache.features(encoder, frames[[5, 0]], compute).shape == (2, first.shape[1])
+    assert len(encoded_rows) == 2  # both seen: nothing encoded
+    with torch.no_grad():  # new weights: every frame is encoded again
+        encoder.mu.weight.add_(1.0)
+    cache.features(encoder, frames[:4], compute)
+    assert encoded_rows[-1] == 4
+    scaled = frames[:4] / 255.0  # not raw pixel values: no per-frame key, computed every time
+    cache.features(encoder, scaled, compute)
+    cache.features(encoder, scaled, compute)
+    assert encoded_rows[-2:] == [4, 4]
