@@ -107,8 +107,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "sim_replay_ratio": (0.0, "share of each batch drawn from the sim run's own replay (0: robot data only)"),
     "policy_averaging": (0.005, "export a Polyak average of the actor, this rate per update (0: the actor itself)"),
     "train_between_episodes": (False, "publish on /finetune/trained_through the last robot episode the learner has "
-                                      "trained on (every update the replay ratio allows done), for a robot that "
-                                      "waits between episodes as in Learning to Drive in a Day"),
+                                      "trained on (every update the replay ratio allows done, exported and running "
+                                      "on the policy node), for a robot that waits between episodes as in Learning "
+                                      "to Drive in a Day"),
     "reorder_window_s": (0.03, "hold messages this long to put the topics back in send order"),
     "threads": (1, "torch threads of the learner"),
     "seed": (0, "learner seed"),
@@ -149,6 +150,8 @@ class FinetuneNode(LifecycleNode):
         self._update_pub = self._status_pub = self._trained_pub = None
         self.trained_through: int | None = None  # train_between_episodes: the robot episode trained on
         self._published_through: int | None = None
+        self._through_candidate: int | None = None  # trained on; published once its export runs on the robot
+        self._exported_updates = 0
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -194,6 +197,7 @@ class FinetuneNode(LifecycleNode):
                                       keep_best=bool(p["keep_best"]), rollback=bool(p["rollback"]))
         self.final_wait_s = float(p["final_wait_s"])
         self.learner = LiveLearner(p["run_dir"], p["log_dir"], p["out_dir"], settings)
+        self._exported_updates = self.learner.updates  # a resumed learner's last export
         rule = (PlateauRule(window=int(p["plateau_window"]), tolerance=float(p["plateau_tolerance"]))
                 if p["stop_on_plateau"] else None)
         self.keeper = VersionKeeper(selection, self.learner, p["out_dir"], self._publish_update, self.get_logger(),
@@ -352,6 +356,9 @@ class FinetuneNode(LifecycleNode):
     def _manage_versions(self) -> None:
         if self._active and self.keeper is not None:
             self.keeper.tick()
+        candidate = self._through_candidate
+        if candidate is not None and self.keeper is not None and self.keeper.settled():
+            self.trained_through = candidate  # the policy node runs the newest export (or refused it)
         through = self.trained_through
         if self._trained_pub is not None and through is not None and through != self._published_through:
             self._trained_pub.publish(Int64(data=through))
@@ -392,14 +399,21 @@ class FinetuneNode(LifecycleNode):
                 self.get_logger().error(f"learner stopped: {self.learner_error}; still recording transitions")
                 return
             if update is not None:
-                self.keeper.offer(update)  # pushed by the keeper's tick when its turn comes
-                self.exported += 1
-                self.get_logger().info(f"exported policy v{update['version']} after {learner.updates} updates "
-                                       f"({learner.transitions} transitions): {update['path']}")
+                self._offer(update)
             elif learner.session_updates == before:
-                if self._between_episodes and ended is not None and learner.allowed_updates() == 0:
-                    self.trained_through = ended  # every update its transitions allow is done
+                if self._between_episodes and ended is not None and ended != self._through_candidate \
+                        and learner.allowed_updates() == 0:  # every update its transitions allow is done
+                    if learner.updates > self._exported_updates:  # the next episode drives all of it
+                        self._offer(learner.export())
+                    self._through_candidate = ended
                 self._stop.wait(0.02)
+
+    def _offer(self, update: dict) -> None:
+        self.keeper.offer(update)  # pushed by the keeper's tick when its turn comes
+        self.exported += 1
+        self._exported_updates = self.learner.updates
+        self.get_logger().info(f"exported policy v{update['version']} after {self.learner.updates} updates "
+                               f"({self.learner.transitions} transitions): {update['path']}")
 
     def _frame(self, name: str, msg):
         """(name, uint8 frame) of an Image message the policy learns from; None (counted) otherwise."""

@@ -122,6 +122,13 @@ class VersionKeeper:
         with self._held_lock:
             self._held = update
 
+    def settled(self) -> bool:
+        """Nothing waits to be pushed or answered, except what keep-best mode holds until the running
+        version is judged (that takes robot episodes, so a robot waiting on this must not wait for it)."""
+        with self._held_lock:
+            held = self._held is not None and not self.settings.keep_best
+        return not held and self._pending is None
+
     def _log_episode(self, event: dict) -> None:
         from sim2real.finetune import append_jsonl
         from sim2real.version_selection import EpisodeResult

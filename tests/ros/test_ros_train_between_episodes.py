@@ -29,7 +29,7 @@ def test_the_robot_waits_for_the_learner_between_episodes(tmp_path, ros_env):
     # seconds for the updates it allows, so without waiting the robot would be episodes ahead of it.
     proc = subprocess.run([sys.executable, "-m", "rlcontrol.cli", "finetune", str(run), "--out", str(out),
                            "--episodes", "3", "--real-time-factor", "10", "--learning-starts", str(LEARNING_STARTS),
-                           "--export-every", "200", "--updates-per-transition", str(UTD),
+                           "--export-every", "300", "--updates-per-transition", str(UTD),
                            "--train-between-episodes", "--json"],
                           capture_output=True, text=True, env=ros_env, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,7 +44,10 @@ def test_the_robot_waits_for_the_learner_between_episodes(tmp_path, ros_env):
     allowed = UTD * (steps_before_last - LEARNING_STARTS)
     exports = [json.loads(line) for line in (out / "finetune.jsonl").read_text().splitlines()]
     exports = [row for row in exports if "updates" in row and "transitions" in row and "version" in row]
-    assert max(row["updates"] for row in exports if row["transitions"] <= steps_before_last) >= 200 * (allowed // 200)
+    trained = [row for row in exports if row["transitions"] <= steps_before_last]
+    assert max(row["updates"] for row in trained) == allowed, exports  # the last one exported when caught up
+    # ... and the third episode was driven by that export, from its start to its end.
+    assert episodes[2]["policy_version"] == max(row["version"] for row in trained), (episodes, exports)
     assert result["learner_status"]["learner"]["trained_through"] >= 1, result["learner_status"]
     # The policy stepped every one of those transitions (nothing was driven while the robot waited).
     assert result["learner_status"]["interventions"] == 0
