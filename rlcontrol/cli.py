@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="as Learning to Drive in a Day: the learner does the updates each episode allows while the "
                          "robot waits before the next one (with --robot sim the simulated robot waits; a real robot's "
                          "launch reads /finetune/trained_through); without it the learner trains while the robot drives")
+    fp.add_argument("--lockstep", action="store_true",
+                    help="with --robot sim: the simulated robot steps only once the policy node answered its last "
+                         "observation, so a loaded machine slows the robot instead of adding command latency (the "
+                         "stand-in's latency alone; without it, late commands are counted per episode)")
     fp.add_argument("--fsync", choices=("every", "interval", "none"), default="interval",
                     help="transition log fsync policy (default interval: at most ~0.1 s lost to a power cut)")
     fp.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=False,
@@ -451,7 +455,7 @@ def cmd_finetune(args) -> dict:
                        rollback=args.rollback, min_episodes=args.min_episodes, confidence=args.confidence,
                        stop_on_plateau=args.stop_on_plateau, plateau_window=args.plateau_window,
                        plateau_tolerance=args.plateau_tolerance, train_between_episodes=args.train_between_episodes,
-                       quiet=args.json)
+                       lockstep=args.lockstep, quiet=args.json)
     if not args.json:
         p, learner = summary["policy_status"], summary["learner_status"].get("learner", {})
         first, last = summary["first_mean"], summary["last_mean"]

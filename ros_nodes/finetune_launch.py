@@ -54,7 +54,7 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
              sim_replay_ratio: float = 0.0, policy_averaging: float = 0.005, fsync: str = "interval", exploration_std: float = 0.2,
              keep_best: bool = False, rollback: bool = True, min_episodes: int = 3, confidence: float = 0.9,
              stop_on_plateau: bool = False, plateau_window: int = 10, plateau_tolerance: float = 0.05,
-             train_between_episodes: bool = False, quiet: bool = False) -> dict:
+             train_between_episodes: bool = False, lockstep: bool = False, quiet: bool = False) -> dict:
     from rlcontrol.deploy import runtime
     from rlcontrol.deploy.export import export_run
     from ros_nodes.launch import _action_repeat
@@ -117,7 +117,8 @@ def finetune(run_dir: str, *, policy: str | None = None, out: str | None = None,
             children[ROBOT] = spawn(["-m", "ros_nodes.sim_robot", "--env", meta.env_id, "--seed", str(seed),
                                      "--action-repeat", str(repeat), "--real-time-factor", str(real_time_factor),
                                      *pixel_flags, "--randomization", json.dumps(stand_in or {}), "--no-autostart",
-                                     *(["--wait-for-learner"] if train_between_episodes else [])],
+                                     *(["--wait-for-learner"] if train_between_episodes else []),
+                                     *(["--lockstep"] if lockstep else [])],
                                     env, logs / "sim_robot.log", new_session=True)
             children[NODE] = spawn(["-m", "ros_nodes.policy_node", "--ros-args", "-p",
                                     f"model_path:={Path(policy).resolve()}", "-p", f"control_rate_hz:={float(rate_hz)!r}",
@@ -239,7 +240,8 @@ class _FinetuneMonitor:
                                   "truncated": bool(event.get("truncated")),
                                   "policy_version": self.policy_status.get("version"),
                                   "t_s": round(time.monotonic() - self._started, 2),
-                                  **({"waited_s": self._waited_s} if self._waited_s is not None else {})})
+                                  **({"waited_s": self._waited_s} if self._waited_s is not None else {}),
+                                  **({"late_commands": event["late_commands"]} if "late_commands" in event else {})})
             self._waited_s = None
             if not self.quiet:
                 print(f"finetune: episode {event.get('episode')}: return {event.get('return', 0.0):.1f} "

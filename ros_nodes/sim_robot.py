@@ -105,6 +105,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pixel_size": (84, "S: the camera image's height and width in pixels (with pixels)"),
     "include_state": (False, "with pixels, also observe the task's flat state vector as component 'state'"),
     "joint_states_topic": (topics.JOINT_STATES, "sensor_msgs/JointState of the 1-DOF joints (MuJoCo tasks)"),
+    "lockstep": (False, "step only once the policy node has answered the last observation (a command received after "
+                        "it was published) or command_timeout_s passed: a loaded machine then slows the simulated "
+                        "robot instead of delaying its commands, so the command latency is the stand-in's alone"),
     "wait_for_learner": (False, "between episodes, hold until the live learner has trained on the episode that "
                                 "ended (its /finetune/trained_through), as Learning to Drive in a Day trained between "
                                 "episodes; the robot does not step meanwhile"),
@@ -222,7 +225,8 @@ class SimRobotNode(LifecycleNode):
         if self._obs is None and not self.finished:
             self._start_episode(0)
         if not self.finished:
-            self._timer = self.create_timer(self._period, self._on_tick)
+            # Lockstep polls at a quarter period for the answer; otherwise one tick per step.
+            self._timer = self.create_timer(self._period / 4 if self._lockstep else self._period, self._on_tick)
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -291,6 +295,7 @@ class SimRobotNode(LifecycleNode):
         self._setup_joint_states(p["joint_states_topic"])
         self._subscription = self.create_subscription(Float64MultiArray, p["command_topic"],
                                                       self._on_command, COMMAND_QOS)
+        self._lockstep = bool(p["lockstep"])
         self._wait_for_learner = bool(p["wait_for_learner"])
         self._learner_wait_timeout = float(p["learner_wait_timeout_s"])
         if self._wait_for_learner:
@@ -364,6 +369,9 @@ class SimRobotNode(LifecycleNode):
     def _reset_episode_state(self) -> None:
         self._obs = None
         self._waiting_since = None  # monotonic time the robot began holding for the learner
+        self._obs_time = 0.0  # monotonic time the last observation was published
+        self._step_due = 0.0  # lockstep: the earliest time of the next step (the real-time factor's pace)
+        self._late = 0  # steps this episode whose observation had no answer yet (the previous command applied)
         self._episode = 0
         self._steps = 0
         self._return = 0.0
@@ -400,6 +408,13 @@ class SimRobotNode(LifecycleNode):
             return
         if self._obs is None:
             return
+        now = time.monotonic()
+        answered = self._command_time >= self._obs_time
+        if self._lockstep:
+            if now < self._step_due or (not answered and self._timeout > 0 and now - self._obs_time < self._timeout):
+                return
+            self._step_due = now + self._period
+        self._late += int(not answered)
         normalized = physical_to_normalized(self._current_command(), self._low, self._high)
         try:
             result = self.env.step(normalized)
@@ -422,7 +437,8 @@ class SimRobotNode(LifecycleNode):
             self._end_episode(bool(result.terminated), bool(result.truncated))
 
     def _end_episode(self, terminated: bool, truncated: bool, error: str = "") -> None:
-        self._publish_event("end", terminated=terminated, truncated=truncated, **({"error": error} if error else {}))
+        self._publish_event("end", terminated=terminated, truncated=truncated, late_commands=self._late,
+                            **({"error": error} if error else {}))
         if self._episodes and self._episode + 1 >= self._episodes:
             self._obs = None
             self.finished = True
@@ -447,7 +463,7 @@ class SimRobotNode(LifecycleNode):
         self._start_episode(self._episode + 1, waited_s=round(waited, 3))
 
     def _start_episode(self, episode: int, **extra) -> None:
-        self._episode, self._steps, self._return = episode, 0, 0.0
+        self._episode, self._steps, self._return, self._late = episode, 0, 0.0, 0
         seed = self._seed + episode  # reproducible yet different per episode
         self._obs = self.env.reset(seed=seed)
         self._publish_event("start", terminated=False, truncated=False, seed=seed, **extra)
@@ -455,6 +471,7 @@ class SimRobotNode(LifecycleNode):
         self._publish_obs(self._obs)
 
     def _publish_obs(self, obs: dict) -> None:
+        self._obs_time = time.monotonic()
         stamp = self.get_clock().now().to_msg() if self._images else None
         for name, pub in self._obs_pubs.items():
             if name in self._images:
@@ -538,7 +555,7 @@ _FLAG_PARAMETERS = {"env": "env_id", "env_kwargs": "env_kwargs", "seed": "seed",
                     "real_time_factor": "real_time_factor", "episodes": "episodes",
                     "command_timeout": "command_timeout_s", "max_episode_steps": "max_episode_steps",
                     "pixels": "pixels", "pixel_size": "pixel_size", "include_state": "include_state",
-                    "randomization": "randomization", "wait_for_learner": "wait_for_learner"}
+                    "randomization": "randomization", "wait_for_learner": "wait_for_learner", "lockstep": "lockstep"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -560,6 +577,9 @@ def _parser() -> argparse.ArgumentParser:
                         help='hidden physics, latency, noise and task keywords (env_kwargs) as a stand-in JSON object '
                              'or a preset name, e.g. \'{"physics": {"actuator_gain": [0.6, 0.6]}, "latency_steps": '
                              '[1, 1]}\' or lane-car')
+    parser.add_argument("--lockstep", action="store_true", default=None,
+                        help="step only once the policy node has answered the last observation (or the command "
+                             "timeout passed): the command latency stays the stand-in's on a loaded machine")
     parser.add_argument("--wait-for-learner", action="store_true", default=None,
                         help="hold between episodes until the live learner has trained on the last one "
                              "(/finetune/trained_through)")

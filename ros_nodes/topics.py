@@ -15,7 +15,9 @@ mapped in without code changes.
                        last step (after its own limits); what recordings use as the action
     /robot/reward      std_msgs/Float64            reward of the step the robot just applied
     /robot/episode     std_msgs/String             JSON: {"event": "start"|"end", "episode": int,
-                       "steps": int, "return": float, "terminated": bool, "truncated": bool}
+                       "steps": int, "return": float, "terminated": bool, "truncated": bool}; the simulated
+                       robot adds "late_commands" to an end (steps whose observation had no answer yet, so
+                       the previous command was applied) and "waited_s" to a start after wait_for_learner
     /estop             std_msgs/Bool               true = stop now; latched by the policy node
     /estop/reset       std_msgs/Empty              clears a latched e-stop
     /safety_driver/takeover std_msgs/Bool          true = the safety driver has control (the policy

@@ -212,3 +212,29 @@ def test_env_kwargs_reach_the_task(ros_env, probe, tmp_path):
         assert probe.spin_until(lambda: any(e["event"] == "end" for e in probe.events)), _robot_log(log)
     end = next(e for e in probe.events if e["event"] == "end")
     assert (end["steps"], end["terminated"]) == (3, True)
+
+
+def test_lockstep_steps_once_each_observation_is_answered(ros_env, probe, tmp_path):
+    """--lockstep: the robot steps when its last observation was answered (or the command timeout
+    passed), so a slow controller slows the robot instead of adding latency; every episode end
+    reports the steps whose observation had no answer (late_commands)."""
+    log = tmp_path / "robot.log"
+    with running_robot(ros_env, log, "--lockstep", "--command-timeout", "1.0", "--max-episode-steps", "10",
+                       "--real-time-factor", "10"):
+        answered = [0]
+
+        def answer_each_observation() -> bool:
+            seen = len(probe.obs["velocity"])  # the last component the robot publishes per step
+            if seen > answered[0]:
+                answered[0] = seen
+                probe.command_pub.publish(Float64MultiArray(data=[0.2]))
+            return len([e for e in probe.events if e["event"] == "end"]) >= 3
+
+        assert probe.spin_until(answer_each_observation), (probe.events, _robot_log(log))
+        ends = [e for e in probe.events if e["event"] == "end"]
+        # (The first episode may start before this node is discovered: its first step times out.)
+        assert [e["late_commands"] for e in ends[1:3]] == [0, 0], ends
+        # No more answers: one step per command timeout, not the 1,000 per second of this real-time factor.
+        steps = len(probe.applied)
+        probe.spin_until(lambda: False, timeout=2.5)
+        assert 1 <= len(probe.applied) - steps <= 3, len(probe.applied) - steps
