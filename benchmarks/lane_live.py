@@ -4,7 +4,8 @@
     python -m benchmarks.lane_live finetune --out runs/live [--sim-steps 30000] [--finetune-s 225] [--rtf 4]
     # (b) from scratch, as the paper did: a VAE pretrained only on the stand-in's random-action frames,
     #     then live DDPG + prioritized replay; episodes and robot minutes until the route is first driven
-    python -m benchmarks.lane_live scratch --out runs/live [--episodes 40] [--rtf 2]
+    python -m benchmarks.lane_live scratch --out runs/live [--episodes 40] [--rtf 2] [--seed 0]
+        [--updates-per-transition 8] [--no-train-between-episodes]
 
 The stand-in is the `lane-car` preset (sim2real/stand_in.py, docs/sim2real.md "A stand-in car for lane
 following"): the camera 0.3 m lower and 6 degrees further down, the wheels 0.05 rad off the command,
@@ -24,7 +25,9 @@ camera-in, command-out versions. Robot time = transitions the learner took x the
     versions  every exported version on the stand-in: the share of the gap closed over robot minutes
 (b) Steps: vae (frames of the stand-in's camera: the random-action drive a user would record on the
     car), run (an untrained agent with that encoder, its config otherwise configs/
-    ddpg_lane_following_vae.yaml), live (`rlcontrol finetune --episodes N`). Reported: the first
+    ddpg_lane_following_vae.yaml), live (`rlcontrol finetune --episodes N --train-between-episodes`: the
+    robot waits after each episode while the learner does the updates it allows, the paper's
+    protocol; --no-train-between-episodes learns while the robot drives). Reported: the first
     episode that drives the whole 250 m route (with the exploration noise, the paper's criterion),
     its robot minutes, and the takeovers: episodes the car ended by leaving its lane, where the
     paper's safety driver took over (the task ends the episode there itself).
@@ -201,19 +204,30 @@ def scratch_arm(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     vae = pretrain(out / "vae_lane_standin.safetensors", stand_in().env_kwargs, 20000, args.vae_epochs)
     run = untrained_run(out / f"scratch-run-s{args.seed}", vae, args.seed)
-    session_path = out / f"scratch-s{args.seed}.json"
+    name = args.name or (f"lane_live_scratch_between_s{args.seed}" if args.train_between_episodes
+                         else f"lane_live_scratch_s{args.seed}")
+    session_dir = out / name.removeprefix("lane_live_")
+    session_path = session_dir.with_suffix(".json")
     if not session_path.exists():
-        session = rlcontrol("finetune", run, "--out", out / f"scratch-s{args.seed}", "--stand-in", STAND_IN,
+        between = ["--train-between-episodes"] if args.train_between_episodes else []
+        session = rlcontrol("finetune", run, "--out", session_dir, "--stand-in", STAND_IN,
                             "--episodes", args.episodes, "--duration", args.max_s, "--real-time-factor", args.rtf,
                             "--learning-starts", args.learning_starts, "--export-every", args.export_every,
+                            "--updates-per-transition", args.updates_per_transition, *between,
                             "--seed", args.seed, timeout=args.max_s + 1800)
         session_path.write_text(json.dumps(session, indent=1))
     session = json.loads(session_path.read_text())
+    learner = session.get("learner_status", {}).get("learner", {})
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "seed": args.seed,
-              "stand_in": stand_in().to_dict(), "real_time_factor": args.rtf, **route_summary(session["episodes"]),
+              "stand_in": stand_in().to_dict(), "real_time_factor": args.rtf,
+              "train_between_episodes": args.train_between_episodes,
+              "updates_per_transition": args.updates_per_transition, "learning_starts": args.learning_starts,
+              "learner": {k: learner.get(k) for k in ("updates", "transitions", "version")},
+              "waited_s": round(sum(e.get("waited_s") or 0.0 for e in session["episodes"]), 1),
+              **route_summary(session["episodes"]),
               "session": {k: session.get(k) for k in ("wall_s", "stopped_by", "policy_status", "control_loop",
                                                       "exit_codes")}}
-    write(result, args.name or f"lane_live_scratch_s{args.seed}")
+    write(result, name)
     return result
 
 
@@ -273,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("scratch")
     b.add_argument("--episodes", type=int, default=40)
     b.add_argument("--max-s", type=float, default=1800.0)
-    b.add_argument("--learning-starts", type=int, default=300)
-    b.add_argument("--export-every", type=int, default=100)
+    b.add_argument("--learning-starts", type=int, default=100)
+    b.add_argument("--export-every", type=int, default=1000)
+    b.add_argument("--updates-per-transition", type=float, default=8.0)
+    b.add_argument("--train-between-episodes", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--seed", type=int, default=0)
     for p in (a, b):
         p.add_argument("--out", default="runs/live")
