@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-
 # Under pytest-xdist (scripts/test.sh runs the suite on 2 workers) each worker has one core's
 # worth of CPU: one intra-op thread each, or the two workers' thread pools fight over 2 cores.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
