@@ -55,7 +55,7 @@ from rlcontrol.errors import UserError
 
 OPSET = 17
 FLAT_INPUT = "observation"
-PARITY_TOLERANCE = 1e-5
+PARITY_TOLERANCE = 1e-5  # per unit of action half-range above 1 (see parity_units)
 # Argmax policies (QT-Opt's CEM): a decision between candidates whose scores differ by float
 # rounding can go the other way in ONNX Runtime. Such observations (relative score gap below
 # TIE_MARGIN at some CEM decision) are reported as near-tie flips instead of failures, unless
@@ -278,7 +278,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, parity_samples: int = 10
                              "network_inputs": {o.name: list(o.network_shape) for o in meta.observations if o.is_camera}}
     if not parity["ok"]:
         ties = f", {parity['near_tie_flips']} near-tie flips" if parity.get("near_tie_flips") else ""
-        raise UserError(f"exported {out}, but ONNX and PyTorch actions differ by {parity['max_abs_diff']:.2e} "
+        per = " per unit of action half-range" if "action_units" in parity else ""
+        raise UserError(f"exported {out}, but ONNX and PyTorch actions differ by {parity['max_abs_diff']:.2e}{per} "
                         f"(tolerance {PARITY_TOLERANCE:.0e}{ties}); do not deploy this file")
     return summary
 
@@ -329,9 +330,18 @@ def recorded_observations(env, agent, n: int, seed: int):
     return np.stack(seen).astype(np.float32)
 
 
+def parity_units(env_spec) -> np.ndarray:
+    """Per action, the unit differences are measured in: max(1, half the action's range). float32
+    rounding grows with the size of the output, so a speed command in [0, 10] m/s carries ~5x the
+    rounding of a normalized one; in these units the tolerance means the same for every action."""
+    low, high = np.asarray(env_spec.action_low, np.float64), np.asarray(env_spec.action_high, np.float64)
+    return np.maximum(1.0, (high - low) / 2.0)
+
+
 def check_parity(agent, env, onnx_path: str | Path, *, samples: int = 1000, seed: int = 0) -> dict:
     """Max |ONNX - PyTorch| physical action over `samples` random and `samples` recorded observations,
-    through the deployment runtime (both its batch path and, on a subset, its single-observation path).
+    through the deployment runtime (both its batch path and, on a subset, its single-observation path),
+    each action's difference in `parity_units` (physical units for actions whose half-range is <= 1).
 
     Camera inputs (layout HWC in the file's metadata) get camera frames: uniform random ones, and
     ones rendered at the camera size along the recorded episodes. PyTorch sees what training and
@@ -347,7 +357,10 @@ def check_parity(agent, env, onnx_path: str | Path, *, samples: int = 1000, seed
     cameras = camera_preprocessing(policy.metadata)
     tie_margin = getattr(agent.policy(), "tie_margin", None)
     rng = np.random.default_rng(seed)
+    units = parity_units(env.spec)
     result = {"samples_per_set": samples, "tolerance": PARITY_TOLERANCE}
+    if (units > 1).any():
+        result["action_units"] = units.tolist()
     if cameras:
         result["camera_inputs"] = sorted(cameras)
         frames = {o.name: tuple(o.shape) for o in policy.metadata.observations if o.is_camera}
@@ -362,11 +375,11 @@ def check_parity(agent, env, onnx_path: str | Path, *, samples: int = 1000, seed
         for feed, obs in chunks:  # feed: what onnxruntime gets; obs: what the PyTorch policy gets
             reference = torch_physical_actions(agent, env.spec, obs)
             onnx = [policy.act_batch(feed).copy()]
-            diff = np.abs(onnx[0] - reference).max(axis=-1)  # (chunk,)
+            diff = (np.abs(onnx[0] - reference) / units).max(axis=-1)  # (chunk,)
             k = min(single_left, len(diff))
             if k:
                 single = np.stack([policy.act(_row(feed, i)).copy() for i in range(k)])
-                diff[:k] = np.maximum(diff[:k], np.abs(single - reference[:k]).max(axis=-1))
+                diff[:k] = np.maximum(diff[:k], (np.abs(single - reference[:k]) / units).max(axis=-1))
                 onnx.append(single)
                 single_left -= k
             if tie_margin is not None:
@@ -412,12 +425,13 @@ def _float32_rounding(agent, env_spec, obs, reference: np.ndarray, onnx: list[np
     except (RuntimeError, TypeError, ValueError):
         return exempt
     exact = np.stack([scale_action(a, env_spec.action_low, env_spec.action_high) for a in normalized])
-    torch_error = np.abs(reference[index] - exact).max(axis=-1)
-    onnx_error = np.abs(onnx[0][index] - exact).max(axis=-1)  # the batch path; then the single-observation one
+    units = parity_units(env_spec)
+    torch_error = (np.abs(reference[index] - exact) / units).max(axis=-1)
+    onnx_error = (np.abs(onnx[0][index] - exact) / units).max(axis=-1)  # the batch path; then the single one
     for single in onnx[1:]:
         covered = index < len(single)
         onnx_error[covered] = np.maximum(onnx_error[covered],
-                                         np.abs(single[index[covered]] - exact[covered]).max(axis=-1))
+                                         (np.abs(single[index[covered]] - exact[covered]) / units).max(axis=-1))
     exempt[index] = onnx_error <= 2 * torch_error + PARITY_TOLERANCE
     return exempt
 

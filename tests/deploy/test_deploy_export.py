@@ -230,3 +230,14 @@ def test_layer_norm_actor_exports_with_parity(tmp_path, make_run_dir, algo):
                                                                           "critic_layer_norm": True})
     summary = export_run(run_dir, tmp_path / "policy.onnx", parity_samples=500)
     assert summary["parity"]["ok"], summary["parity"]
+
+
+def test_parity_is_judged_per_unit_of_action_half_range():
+    """float32 rounding grows with the output: a [0, 10] m/s speed command gets 5x the tolerance of
+    a steering angle in [-0.5, 0.5] rad (whose half-range is below 1: judged in its own units)."""
+    from types import SimpleNamespace
+
+    from rlcontrol.deploy.export import parity_units
+
+    spec = SimpleNamespace(action_low=[-0.5, 0.0, -1.0], action_high=[0.5, 10.0, 1.0])
+    assert parity_units(spec).tolist() == [1.0, 5.0, 1.0]
