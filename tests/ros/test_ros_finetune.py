@@ -58,29 +58,29 @@ def stand_in_returns(policy_path: Path) -> list[float]:
 @pytest.mark.slow
 def test_live_finetuning_improves_the_stand_ins_return(sim_run, tmp_path, ros_env):
     out = tmp_path / "finetune"
+    # Keep-best: a 75 s TD3 session can end inside one of the dips docs/sim2real.md measures
+    # (Repeatability). Without keep-best, the mean of the last three pushed versions was +170 to
+    # +290 over the sim policy in 8 of 9 sessions here, and -34 in one (v9-v11: 529/494/536,
+    # the sim policy 671), with the CI machine at +58 and +96 in two. With it, the session ends on
+    # the best version by the robot's own returns: +244 to +317 in 3 of 3 sessions here, one of
+    # them next to a 30k-step training run (2026-12-07).
     result = cli("finetune", sim_run, "--out", out, "--stand-in", STAND_IN, "--real-time-factor", 4,
-                 "--duration", 75, "--learning-starts", 1000, "--export-every", 500, env=ros_env, timeout=600)
+                 "--duration", 75, "--learning-starts", 1000, "--export-every", 500, "--keep-best",
+                 env=ros_env, timeout=600)
     episodes = result["episodes"]
     status = result["policy_status"]
     assert result["exit_codes"] == {"sim_robot": 0, "finetune_node": 0, "policy_node": 0}, result["logs"]
-    # Every exported policy passed the policy node's checks and was swapped in.
-    assert status["accepted"] >= 5 and status["refused"] == 0, status
+    # Every pushed policy passed the policy node's checks and was swapped in (keep-best pushes a new
+    # version once the running one has driven its 3 episodes).
+    assert status["accepted"] >= 4 and status["refused"] == 0, status
     assert result["learner_status"]["append_failures"] == 0 and result["learner_status"]["learner_error"] == ""
     assert len([e for e in episodes if e["policy_version"] == 0]) >= 3, episodes
-    # The session's last three pushed policies against the sim policy, each evaluated without
-    # noise on the same 10 stand-in episodes. (The session's own episodes carry the exploration
-    # noise and a different start each: too noisy to judge by a handful, hence this.) One pushed
-    # policy alone is not a stable measure: from the same 6,500 updates, versions swing by ~100
-    # around their trend (here: v11-v13 847/830/819 in one run, v13 767 in another), so the test
-    # judges the mean of the last three, and the policy the robot was left on only against the sim
-    # policy. Measured: the sim policy ~671, the last three 767-990 (this and issue 17's runs).
-    assert Path(status["path"]).name != "policy-v0000.onnx", status
+    # The version the robot was left on against the sim policy, each evaluated without noise on the
+    # same 10 stand-in episodes (the session's own episodes carry the exploration noise).
     before = np.mean(stand_in_returns(out / "policy-v0000.onnx"))
-    pushed = sorted(out.glob("policy-v*.onnx"))[-3:]
-    last_three = [np.mean(stand_in_returns(path)) for path in pushed]
-    assert Path(status["path"]).name == pushed[-1].name, status  # keep-best off: left on the last pushed
-    assert np.mean(last_three) > before + 60, (result["final"], before, last_three)
-    assert last_three[-1] > before, (result["final"], before, last_three)
+    final = np.mean(stand_in_returns(Path(status["path"])))
+    assert Path(status["path"]).name != "policy-v0000.onnx", (result["final"], status)
+    assert final > before + 100, (result["final"], before, final)
     # Every transition the learner node recorded is in the log, none torn or corrupt.
     from rlcontrol.replay.transition_log import LogReader
 
