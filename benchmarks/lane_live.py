@@ -2,10 +2,11 @@
 
     # (a) a domain-randomized sim camera policy, fine-tuned live on the stand-in car
     python -m benchmarks.lane_live finetune --out runs/live [--sim-steps 30000] [--finetune-s 225] [--rtf 4]
+        [--updates-per-transition 1] [--train-between-episodes] [--name lane_live_finetune]
     # (b) from scratch, as the paper did: a VAE pretrained only on the stand-in's random-action frames,
     #     then live DDPG + prioritized replay; episodes and robot minutes until the route is first driven
     python -m benchmarks.lane_live scratch --out runs/live [--episodes 40] [--rtf 2] [--seed 0]
-        [--updates-per-transition 8] [--no-train-between-episodes]
+        [--updates-per-transition 8] [--no-train-between-episodes] [--sessions 1]
 
 The stand-in is the `lane-car` preset (sim2real/stand_in.py, docs/sim2real.md "A stand-in car for lane
 following"): the camera 0.3 m lower and 6 degrees further down, the wheels 0.05 rad off the command,
@@ -151,27 +152,34 @@ def finetune_arm(args) -> dict:
                                              **{k: deployed.get("diagnostics", {}).get(k) for k in CONTROL_LOOP_KEYS}},
                                             indent=1))
     baseline = json.loads(baseline_path.read_text())
-    session_path = out / "finetune.json"
+    name = args.name or "lane_live_finetune"
+    session_dir = out / name.removeprefix("lane_live_")  # "finetune" for the default name
+    session_path = session_dir.with_suffix(".json")
     if not session_path.exists():
-        session = rlcontrol("finetune", sim, "--out", out / "finetune", "--stand-in", STAND_IN, "--duration",
+        between = ["--train-between-episodes"] if args.train_between_episodes else []
+        session = rlcontrol("finetune", sim, "--out", session_dir, "--stand-in", STAND_IN, "--duration",
                             args.finetune_s, "--real-time-factor", args.rtf, "--learning-starts", args.learning_starts,
-                            "--export-every", args.export_every, timeout=args.finetune_s + 1800)
+                            "--export-every", args.export_every, "--updates-per-transition",
+                            args.updates_per_transition, *between, timeout=args.finetune_s + 1800)
         session_path.write_text(json.dumps(session, indent=1))
     session = json.loads(session_path.read_text())
-    times = export_times(out / "finetune", PERIOD_S)
-    files = version_files(out / "finetune")
+    times = export_times(session_dir, PERIOD_S)
+    files = version_files(session_dir)
     curve = [{"version": 0, "robot_s": 0.0, "mean": on_stand_in["mean"], "completed": on_stand_in["completed"],
               "gap_closed": 0.0}]
     for version in select_versions(list(files), args.eval_every_version):
         if version not in times:
             continue
-        entry = evaluate(files[version], stand_in_env, cache, f"v{version:04d}", cache_path)
+        key = f"v{version:04d}" if session_dir.name == "finetune" else f"{session_dir.name}/v{version:04d}"
+        entry = evaluate(files[version], stand_in_env, cache, key, cache_path)
         curve.append({"version": version, **times[version], "mean": entry["mean"], "completed": entry["completed"],
                       "gap_closed": gap_share(entry["mean"], on_stand_in["mean"], in_sim["mean"])})
         print(f"v{version}: robot {times[version]['robot_s'] / 60:.1f} min, {entry['mean']:.1f} on the stand-in "
               f"({curve[-1]['gap_closed']})", flush=True)
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "stand_in": stand_in().to_dict(),
               "sim_steps": args.sim_steps, "real_time_factor": args.rtf, "finetune_s": args.finetune_s,
+              "train_between_episodes": args.train_between_episodes,
+              "updates_per_transition": args.updates_per_transition,
               "eval_seeds": EVAL_SEEDS, "sim_policy": {"in_sim": in_sim, "on_stand_in": on_stand_in},
               "gap": in_sim["mean"] - on_stand_in["mean"], "curve": curve, "summary": curve_summary(curve),
               "control_loop_without_learner": baseline,
@@ -179,8 +187,8 @@ def finetune_arm(args) -> dict:
                                                       "exit_codes")},
               "learner": {k: session.get("learner_status", {}).get(k) for k in ("logged", "bad_images",
                                                                                "append_failures", "learner")}}
-    write(result, args.name or "lane_live_finetune")
-    plot_finetune(result, ROOT / "docs" / "figures" / f"{args.name or 'lane_live_finetune'}.png")
+    write(result, name)
+    plot_finetune(result, ROOT / "docs" / "figures" / f"{name}.png")
     return result
 
 
@@ -207,26 +215,36 @@ def scratch_arm(args) -> dict:
     name = args.name or (f"lane_live_scratch_between_s{args.seed}" if args.train_between_episodes
                          else f"lane_live_scratch_s{args.seed}")
     session_dir = out / name.removeprefix("lane_live_")
-    session_path = session_dir.with_suffix(".json")
-    if not session_path.exists():
-        between = ["--train-between-episodes"] if args.train_between_episodes else []
-        session = rlcontrol("finetune", run, "--out", session_dir, "--stand-in", STAND_IN,
-                            "--episodes", args.episodes, "--duration", args.max_s, "--real-time-factor", args.rtf,
-                            "--learning-starts", args.learning_starts, "--export-every", args.export_every,
-                            "--updates-per-transition", args.updates_per_transition, *between,
-                            "--seed", args.seed, timeout=args.max_s + 1800)
-        session_path.write_text(json.dumps(session, indent=1))
-    session = json.loads(session_path.read_text())
-    learner = session.get("learner_status", {}).get("learner", {})
+    sessions = []
+    # Session k > 1 continues the same learner (resumed from its last export and the log) on new
+    # roads (the robot's seed + k - 1): one long drive, cut where the robot process restarted.
+    for k in range(1, args.sessions + 1):
+        session_path = session_dir.with_name(session_dir.name + ("" if k == 1 else f"-{k}")).with_suffix(".json")
+        if not session_path.exists():
+            between = ["--train-between-episodes"] if args.train_between_episodes else []
+            # the robot starts where the last session left it (else on policy-v0000, the untrained one)
+            policy = ["--policy", sessions[-1]["policy_status"]["path"]] if sessions else []
+            session = rlcontrol("finetune", run, "--out", session_dir, *policy, "--stand-in", STAND_IN,
+                                "--episodes", args.episodes, "--duration", args.max_s, "--real-time-factor", args.rtf,
+                                "--learning-starts", args.learning_starts, "--export-every", args.export_every,
+                                "--updates-per-transition", args.updates_per_transition, *between,
+                                "--exploration-std", args.exploration_std, "--seed", args.seed + k - 1,
+                                timeout=args.max_s + 1800)
+            session_path.write_text(json.dumps(session, indent=1))
+        sessions.append(json.loads(session_path.read_text()))
+    episodes = [e for session in sessions for e in session["episodes"]]
+    learner = sessions[-1].get("learner_status", {}).get("learner", {})
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "seed": args.seed,
               "stand_in": stand_in().to_dict(), "real_time_factor": args.rtf,
               "train_between_episodes": args.train_between_episodes,
               "updates_per_transition": args.updates_per_transition, "learning_starts": args.learning_starts,
+              "exploration_std": args.exploration_std, "sessions": len(sessions),
               "learner": {k: learner.get(k) for k in ("updates", "transitions", "version")},
-              "waited_s": round(sum(e.get("waited_s") or 0.0 for e in session["episodes"]), 1),
-              **route_summary(session["episodes"]),
-              "session": {k: session.get(k) for k in ("wall_s", "stopped_by", "policy_status", "control_loop",
-                                                      "exit_codes")}}
+              "waited_s": round(sum(e.get("waited_s") or 0.0 for e in episodes), 1),
+              "late_commands": sum(e.get("late_commands") or 0 for e in episodes),
+              **route_summary(episodes),
+              "session": [{k: session.get(k) for k in ("wall_s", "stopped_by", "policy_status", "control_loop",
+                                                       "exit_codes")} for session in sessions]}
     write(result, name)
     return result
 
@@ -284,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--learning-starts", type=int, default=500)
     a.add_argument("--export-every", type=int, default=250)
     a.add_argument("--eval-every-version", type=int, default=1)
+    a.add_argument("--updates-per-transition", type=float, default=1.0)
+    a.add_argument("--train-between-episodes", action=argparse.BooleanOptionalAction, default=False)
     b = sub.add_parser("scratch")
     b.add_argument("--episodes", type=int, default=40)
     b.add_argument("--max-s", type=float, default=1800.0)
@@ -291,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--export-every", type=int, default=1000)
     b.add_argument("--updates-per-transition", type=float, default=8.0)
     b.add_argument("--train-between-episodes", action=argparse.BooleanOptionalAction, default=True)
+    b.add_argument("--exploration-std", type=float, default=0.2)
+    b.add_argument("--sessions", type=int, default=1, help="sessions of --episodes each, the learner resumed")
     b.add_argument("--seed", type=int, default=0)
     for p in (a, b):
         p.add_argument("--out", default="runs/live")
