@@ -7,6 +7,8 @@
     #     then live DDPG + prioritized replay; episodes and robot minutes until the route is first driven
     python -m benchmarks.lane_live scratch --out runs/live [--episodes 40] [--rtf 2] [--seed 0]
         [--updates-per-transition 8] [--no-train-between-episodes] [--sessions 1]
+    # each VAE's reconstruction error on the training cameras' frames and on the stand-in's
+    python -m benchmarks.lane_live encoders --out runs/live [--frames 1000]
 
 The stand-in is the `lane-car` preset (sim2real/stand_in.py, docs/sim2real.md "A stand-in car for lane
 following"): the camera 0.3 m lower and 6 degrees further down, the wheels 0.05 rad off the command,
@@ -267,6 +269,33 @@ def route_summary(episodes: list[dict]) -> dict:
             "returns": [round(e["return"], 2) for e in episodes], "robot_min": round(robot_s / 60, 3)}
 
 
+# ---------------------------------------------------------------------- the encoders' view of the stand-in
+def encoders_check(args) -> dict:
+    """Per-pixel reconstruction error (MSE, frames in [0, 1]) of each VAE on random-action frames of
+    the training cameras and of the stand-in's: how far outside an encoder's data the other camera is."""
+    import torch
+
+    from rlcontrol.vision.pretrain import collect_frames
+    from rlcontrol.vision.vae import load_vae
+
+    out = Path(args.out)
+    cameras = {"training cameras": DR_FRAMES, "stand-in camera": stand_in().env_kwargs}
+    frames = {name: collect_frames(ENV_ID, args.frames, seed=11, pixel_size=64, env_kwargs=kwargs)
+              for name, kwargs in cameras.items()}
+    table = {}
+    for vae_name, path in (("VAE of the training cameras", out / "vae_lane_dr.safetensors"),
+                           ("VAE of the stand-in's frames", out / "vae_lane_standin.safetensors")):
+        model, _ = load_vae(path)
+        with torch.no_grad():
+            table[vae_name] = {name: float(((model.reconstruct(torch.as_tensor(f)) -
+                                             torch.as_tensor(f).float() / 255.0) ** 2).mean())
+                               for name, f in frames.items()}
+    result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "frames": args.frames,
+              "reconstruction_mse": table}
+    write(result, "lane_live_encoders")
+    return result
+
+
 # ---------------------------------------------------------------------- output
 def write(result: dict, name: str) -> None:
     path = ROOT / "benchmarks" / "results" / f"{name}.json"
@@ -304,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eval-every-version", type=int, default=1)
     a.add_argument("--updates-per-transition", type=float, default=1.0)
     a.add_argument("--train-between-episodes", action=argparse.BooleanOptionalAction, default=False)
+    c = sub.add_parser("encoders", help="each VAE's reconstruction error on training and stand-in frames")
+    c.add_argument("--frames", type=int, default=1000)
     b = sub.add_parser("scratch")
     b.add_argument("--episodes", type=int, default=40)
     b.add_argument("--max-s", type=float, default=1800.0)
@@ -314,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--exploration-std", type=float, default=0.2)
     b.add_argument("--sessions", type=int, default=1, help="sessions of --episodes each, the learner resumed")
     b.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="runs/live")
     for p in (a, b):
         p.add_argument("--out", default="runs/live")
         p.add_argument("--rtf", type=float, default=4.0 if p is a else 2.0)
         p.add_argument("--vae-epochs", type=int, default=12)
         p.add_argument("--name", default=None)
     args = parser.parse_args(argv)
-    (finetune_arm if args.arm == "finetune" else scratch_arm)(args)
+    {"finetune": finetune_arm, "scratch": scratch_arm, "encoders": encoders_check}[args.arm](args)
     return 0
 
 
