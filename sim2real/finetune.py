@@ -137,7 +137,8 @@ class LiveLearner:
         self.version, self.updates = 0, 0
         self._version_lock = threading.Lock()  # the node's thread re-pushes while this one exports
         state_path = self.out_dir / LEARNER_STATE
-        if state_path.exists():  # a restarted learner continues from its last export
+        self.resumed = state_path.exists()
+        if self.resumed:  # a restarted learner continues from its last export
             saved = load_torch(state_path)
             try:
                 self.agent.load_state_dict(saved["agent"])
@@ -169,6 +170,9 @@ class LiveLearner:
         self.undone: set[int] = set()  # episodes withdrawn from the replay (undo records in the log)
         self.last_metrics: dict = {}
         self.session_updates = 0
+        # A resumed learner owes updates only for transitions logged after it came back: those
+        # before were trained on by the learner it continues (their replay ratio was already spent).
+        self.session_start_transitions: int | None = 0 if not self.resumed else None
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ the loop body
@@ -208,14 +212,17 @@ class LiveLearner:
         return 0 if f is None else f.records - f.skipped - f.left_out - f.undos
 
     def allowed_updates(self) -> int:
-        """Updates the replay ratio allows now, in this session (a resumed learner starts counting again)."""
+        """Updates the replay ratio allows now, in this session: per transition received after
+        ``learning_starts``, and for a resumed learner (learner.pt in OUT) only per transition logged
+        after it resumed, so a session that continues a learner does not train its log over again."""
         s = self.settings
         received = self.transitions
         batch = self.config.agent.batch_size
         ready = self.sampler.ready(batch) if self.sampler is not self.replay else len(self.replay) >= batch
-        if received < max(s.learning_starts, 1) or not ready:
+        if received < max(s.learning_starts, 1) or not ready or self.session_start_transitions is None:
             return 0
-        allowed = int(s.updates_per_transition * (received - s.learning_starts)) - self.session_updates
+        counted_from = max(s.learning_starts, self.session_start_transitions)
+        allowed = int(s.updates_per_transition * max(0, received - counted_from)) - self.session_updates
         if s.max_updates:
             allowed = min(allowed, s.max_updates - self.updates)
         return max(0, allowed)
@@ -227,6 +234,8 @@ class LiveLearner:
         if not self._open_feeder():
             return None
         self.feeder.poll()
+        if self.session_start_transitions is None:  # a resumed learner's first look at the log
+            self.session_start_transitions = self.transitions
         if self.feeder.undone - self.undone:
             self._drop_undone_episodes()
         todo = min(self.settings.chunk, self.allowed_updates())

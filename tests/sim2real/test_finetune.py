@@ -70,7 +70,7 @@ def record_random_episodes(tmp_path, env, seed: int, episodes: int = 3) -> None:
     for kind, payload in robot_messages(env, lambda o: rng.uniform(-1, 1, spec.action_dim).astype(np.float32),
                                         episodes):
         recorder.feed(kind, payload)
-    log.flush()
+    log.close()
 
 
 def test_recorder_logs_exact_transitions_with_episode_ends(tmp_path, cartpole):
@@ -165,6 +165,12 @@ def test_learner_trains_on_the_log_and_exports_a_policy_the_probe_confirms(tmp_p
     assert (again.version, again.updates) == (1, 40)
     again.run_once()
     assert again.transitions == 150
+    # It trains only on what the robot logs from now on: the earlier transitions' updates were done.
+    assert again.allowed_updates() == 0 and again.updates == 40
+    record_random_episodes(tmp_path, cartpole, seed=2)  # 150 more
+    for _ in range(20):
+        again.run_once()
+    assert again.transitions == 300 and again.updates == 40 + 150
 
 
 def test_policy_averaging_exports_the_polyak_average_and_resumes_it(tmp_path, small_run, cartpole):
