@@ -8,7 +8,7 @@ The agent is configs/ddpg_lane_following_vae.yaml's (batch 64, prioritized repla
 VAE, on a replay of --transitions random-action steps of rlc:lane-following's 64x64 camera. Each
 round times --updates updates per mode, the modes alternating in one process so the machine's drift
 hits both; per-frame rounds start from an empty memory and warm up on --updates updates first (the
-steady state: every frame in the replay seen). Printed and written to
+steady state: every frame in the replay seen). Printed and appended to the runs in
 benchmarks/results/frozen_feature_memo.json: milliseconds per update, each round.
 """
 
@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
               "ms_per_update": rounds,
               "range": {mode: [min(r[mode] for r in rounds), max(r[mode] for r in rounds)]
                         for mode in ("per_batch", "per_frame")}}
-    (ROOT / "benchmarks" / "results" / "frozen_feature_memo.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = ROOT / "benchmarks" / "results" / "frozen_feature_memo.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []  # every run kept: the machine drifts
+    runs.append(result)
+    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     print(json.dumps(result["range"]))
     return 0
 
