@@ -148,8 +148,7 @@ class FinetuneNode(LifecycleNode):
         self._lock = threading.Lock()  # recorder state: fed by the release timer, read by status
         self._entities: list = []
         self._update_pub = self._status_pub = self._trained_pub = None
-        self.trained_through: int | None = None  # train_between_episodes: the robot episode trained on
-        self._published_through: int | None = None
+        self.trained_through: int | None = None  # train_between_episodes: the last robot episode published
         self._through_candidate: int | None = None  # trained on; published once its export runs on the robot
         self._exported_updates = 0
         if self.get_parameter("autostart").value:
@@ -357,12 +356,10 @@ class FinetuneNode(LifecycleNode):
         if self._active and self.keeper is not None:
             self.keeper.tick()
         candidate = self._through_candidate
-        if candidate is not None and self.keeper is not None and self.keeper.settled():
-            self.trained_through = candidate  # the policy node runs the newest export (or refused it)
-        through = self.trained_through
-        if self._trained_pub is not None and through is not None and through != self._published_through:
-            self._trained_pub.publish(Int64(data=through))
-            self._published_through = through
+        if (self._trained_pub is not None and candidate is not None and candidate != self.trained_through
+                and self.keeper.settled()):  # the policy node runs the newest export (or refused it)
+            self._trained_pub.publish(Int64(data=candidate))
+            self.trained_through = candidate
 
     def finish_session(self) -> dict | None:
         """End of the session: stop the learner, then the keeper's last decision (the robot left on
