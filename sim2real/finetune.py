@@ -137,8 +137,8 @@ class LiveLearner:
         self.version, self.updates = 0, 0
         self._version_lock = threading.Lock()  # the node's thread re-pushes while this one exports
         state_path = self.out_dir / LEARNER_STATE
-        self.resumed = state_path.exists()
-        if self.resumed:  # a restarted learner continues from its last export
+        resumed = state_path.exists()
+        if resumed:  # a restarted learner continues from its last export
             saved = load_torch(state_path)
             try:
                 self.agent.load_state_dict(saved["agent"])
@@ -172,7 +172,7 @@ class LiveLearner:
         self.session_updates = 0
         # A resumed learner owes updates only for transitions logged after it came back: those
         # before were trained on by the learner it continues (their replay ratio was already spent).
-        self.session_start_transitions: int | None = 0 if not self.resumed else None
+        self.session_start_transitions: int | None = None if resumed else 0
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ the loop body
